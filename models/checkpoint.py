@@ -1,0 +1,85 @@
+"""emoray's checkpoint format: a plain dict of tensors and primitives, loadable with ``weights_only=True``.
+
+Detector: ``{"format": "emoray.detector", "backbone", "state_dict"}``.
+Emotion: ``{"format": "emoray.emotion", "arch", "arch_kwargs", "preprocess", "labels", "state_dict",
+"metrics"}``: the architecture and its preprocessing travel with the weights, so any checkpoint
+plugs into ``EmotionClassifier`` unchanged.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from models.errors import WeightsError
+from models.retinaface.convert import backbone_of, state_dict_from_pytorch_retinaface
+
+DETECTOR_FORMAT = "emoray.detector"
+EMOTION_FORMAT = "emoray.emotion"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a face becomes network input: crop, resize, normalize.
+
+    The crop is the detection box made square around its center, grown by ``margin_px`` pixels
+    and ``margin_frac`` of its side on every side (the ``fer`` package uses 10 px), filled with the
+    frame's bottom-rows mean where it leaves the frame, resized to ``input_size``; pixels are
+    scaled to [0, 1], then ``(x - mean) / std``.
+    """
+
+    input_size: int
+    channels: int  # 1 = gray, 3 = RGB
+    mean: float
+    std: float
+    margin_px: float = 0.0
+    margin_frac: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocess":
+        return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
+
+
+def detector_checkpoint(state_dict: dict[str, torch.Tensor], backbone: str) -> dict:
+    return {"format": DETECTOR_FORMAT, "backbone": backbone, "state_dict": state_dict}
+
+
+def emotion_checkpoint(
+    state_dict: dict[str, torch.Tensor],
+    *,
+    arch: str,
+    arch_kwargs: dict,
+    preprocess: Preprocess,
+    labels: tuple[str, ...] | list[str],
+    metrics: dict | None = None,
+) -> dict:
+    return {
+        "format": EMOTION_FORMAT,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "preprocess": asdict(preprocess),
+        "labels": list(labels),
+        "state_dict": state_dict,
+        "metrics": dict(metrics or {}),
+    }
+
+
+def load(path: Path, role: str) -> dict:
+    """Read a checkpoint safely; a raw Pytorch_Retinaface state dict is converted on the fly."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    if not isinstance(payload, dict):
+        raise WeightsError(f"{path}: expected a dict checkpoint, got {type(payload).__name__}")
+    expected = DETECTOR_FORMAT if role == "detector" else EMOTION_FORMAT
+    if payload.get("format") == expected:
+        return payload
+    if role == "detector" and "format" not in payload:
+        state = state_dict_from_pytorch_retinaface(payload)
+        return detector_checkpoint(state, backbone_of(state)) | {"name": path.stem}
+    raise WeightsError(f"{path}: not a {role} checkpoint (format {payload.get('format')!r})")
