@@ -1,0 +1,38 @@
+"""Shared fixtures: the real data in ../shared/data and the real models, loaded once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared(relative: str) -> Path:
+    """Path of a file in ../shared/data; skips the test with the reason when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared data lives beside the project root in ../shared/data")
+    return path
+
+
+def read_rgb(relative: str) -> np.ndarray:
+    """A shared photo as an (H, W, 3) uint8 RGB array."""
+    return np.ascontiguousarray(cv2.imread(str(shared(relative)), cv2.IMREAD_COLOR)[..., ::-1])
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from models import FaceDetector
+
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    from models import EmotionClassifier
+
+    return EmotionClassifier(device="cpu")
