@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import asdict
 
 import cv2
 import numpy as np
@@ -26,6 +28,7 @@ class EmotionClassifier:
         weights: a registry name (``emoray models list``) or an emoray emotion checkpoint path.
         device: ``"auto"`` (GPU when there is one), ``"cpu"`` or ``"cuda[:i]"``.
         half: float16 inference; None means on for CUDA, off for CPU.
+        num_threads: torch CPU threads of this process (None leaves torch's default).
     """
 
     def __init__(
@@ -34,7 +37,10 @@ class EmotionClassifier:
         *,
         device: str | torch.device | None = "auto",
         half: bool | None = None,
+        num_threads: int | None = None,
     ) -> None:
+        if num_threads:
+            torch.set_num_threads(num_threads)
         payload, self.model_id = registry.resolve(weights, "emotion")
         self.labels: list[str] = list(payload["labels"])
         self.preprocess = Preprocess.from_dict(payload["preprocess"])
@@ -46,6 +52,10 @@ class EmotionClassifier:
         self.network.eval().to(self.device)
         if self.half:
             self.network.half()
+
+    def info(self) -> dict:
+        """What a remote caller needs: model id, labels and the crop/input preprocessing."""
+        return {"model_id": self.model_id, "labels": self.labels, "preprocess": asdict(self.preprocess)}
 
     def crop(self, frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         """Crops of the faces ``xyxy`` (n, 4) in an RGB or gray ``frame``, ready for ``__call__``."""
@@ -62,7 +72,9 @@ class EmotionClassifier:
         Returns:
             (n, len(labels)) float32 probabilities, columns in ``labels`` order.
         """
-        crops = torch.as_tensor(crops)
+        with warnings.catch_warnings():  # read-only arrays (e.g. from Ray's object store) are only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            crops = torch.as_tensor(crops)
         expected_ndim = 3 if self.preprocess.channels == 1 else 4
         if crops.ndim != expected_ndim:
             kind = "(n, h, w) gray" if expected_ndim == 3 else "(n, h, w, 3) RGB"

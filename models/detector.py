@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence, Union
 
 import numpy as np
@@ -36,6 +37,7 @@ class FaceDetector:
         det_size: frames are resized so that their longer side has this many pixels before detection
             (results are mapped back to the original frame); None detects at native resolution.
         min_face: faces whose shorter box side is below this many pixels (original frame) are dropped.
+        num_threads: torch CPU threads of this process (None leaves torch's default).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class FaceDetector:
         nms_iou: float = 0.4,
         det_size: int | None = 640,
         min_face: float = 0.0,
+        num_threads: int | None = None,
     ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], but got {score_threshold}")
@@ -55,6 +58,8 @@ class FaceDetector:
             raise ValueError(f"nms_iou must be in (0, 1], but got {nms_iou}")
         if det_size is not None and det_size < 32:
             raise ValueError(f"det_size must be at least 32 pixels or None, but got {det_size}")
+        if num_threads:
+            torch.set_num_threads(num_threads)
         payload, self.model_id = registry.resolve(weights, "detector")
         self.device = resolve_device(device)
         self.half = resolve_half(half, self.device)
@@ -65,6 +70,10 @@ class FaceDetector:
         if self.half:
             self.network.half()
         self._mean = torch.tensor(BGR_MEAN, device=self.device).reshape(1, 3, 1, 1)
+
+    def info(self) -> dict:
+        """What a remote caller needs to know about this detector (actors expose no attributes)."""
+        return {"model_id": self.model_id, "device": str(self.device), "half": self.half}
 
     @torch.inference_mode()
     def __call__(self, frames: Frames) -> list[Detections]:
@@ -90,7 +99,9 @@ class FaceDetector:
                 raise ValueError(
                     f"frames must be a batch with shape (N, H, W, 3) or a list of frames, but got shape {tuple(frames.shape)}"
                 )
-        items = [torch.as_tensor(frame) for frame in frames]
+        with warnings.catch_warnings():  # read-only arrays (e.g. from Ray's object store) are only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            items = [torch.as_tensor(frame) for frame in frames]
         if not items:
             return None, torch.empty(0, 2), []
         tensors, scales, shapes = [], [], []

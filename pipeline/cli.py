@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
+from jobs.spec import JobSpec, RunOptions
 from models import registry
 from models.errors import EmorayError
 
@@ -80,3 +82,127 @@ def models_fetch(names: tuple[str, ...], force: bool) -> None:
             continue
         click.echo(f"{name}: {path} ({_human_size(path.stat().st_size)})")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def address_option(function):
+    """``--address`` of an existing Ray cluster, shared by every command that runs on Ray."""
+    return click.option(
+        "--address", envvar="RAY_ADDRESS", default=None,
+        help="Ray cluster to join (e.g. ray://head:10001 or auto); default: an embedded local Ray. Env: RAY_ADDRESS.",
+    )(function)
+
+
+def _det_size(value: str) -> int | None:
+    return None if value.lower() in ("native", "none", "0") else int(value)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output directory (OUT).")
+@click.option("--glob", "glob_pattern", default=None, help="Only inputs whose relative path or name matches, e.g. '*.mp4'.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Sample about this many frames per second (default: every frame).")
+@click.option("--detector", default=registry.DEFAULT_DETECTOR, show_default=True, help="Detector weights: a name, a checkpoint path or a URL.")
+@click.option("--emotion-model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True, help="Emotion weights: a name or a checkpoint path.")
+@click.option("--min-face", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Ignore faces smaller than this many pixels (shorter side).")
+@click.option("--det-size", default="640", show_default=True, help="Longer side of the detector input in pixels, or 'native'.")
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True, help="Minimum face score.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per detector call.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the models run.")
+@click.option("--no-annotate", is_flag=True, help="Skip the annotated videos.")
+@click.option("--force", is_flag=True, help="Redo videos that are already complete.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@address_option
+def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det_size, score_threshold, batch_size,
+        device, no_annotate, force, as_json, address):
+    """Find faces and their emotions in videos and images; write Parquet, annotated videos and manifests.
+
+    PATHS are files or directories (searched recursively for videos and images). Videos already
+    complete in OUT with the same models and options are skipped; rerun the same command to resume.
+
+    \b
+    Examples:
+      emoray run recordings/ -o results/
+      emoray run a.mp4 b.mov -o results/ --fps 5 --no-annotate
+      emoray run /data/study --glob '*.mp4' -o /data/out --address auto
+    Then: emoray query results/ "SELECT emotion, count(*) FROM faces GROUP BY 1"
+    """
+    from rich.console import Console
+
+    from pipeline.batch import BatchJob
+    from pipeline.cluster import connect
+    from pipeline.report import JobProgress, summary_json, summary_table
+
+    try:
+        options = RunOptions(detector=detector, emotion_model=emotion_model, fps=fps, min_face=min_face,
+                             det_size=_det_size(det_size), score_threshold=score_threshold, batch_size=batch_size,
+                             device=device, annotate=not no_annotate)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+    spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
+    console = Console(stderr=True)
+    try:
+        from pipeline.batch import check_output_writable
+
+        check_output_writable(Path(output))
+        connect(address)
+        with JobProgress(console) as progress:
+            outcomes = BatchJob(spec, on_progress=progress.update).run()
+    except EmorayError as error:
+        click.echo(f"emoray: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if as_json:
+        click.echo(json.dumps(summary_json(outcomes, output), indent=2))
+    else:
+        Console().print(summary_table(outcomes))
+        click.echo(f"outputs in {output}; try: emoray query {output} \"SELECT emotion, count(*) AS n FROM faces GROUP BY 1 ORDER BY n DESC\"")
+    if failed:
+        click.echo(f"{len(failed)} of {len(outcomes)} inputs failed", err=True)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("sql")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="Write the result to this file.")
+def query(output, sql, output_format, out_file):
+    """Run SQL (DuckDB) over a job's outputs: views ``faces`` and ``frames``.
+
+    \b
+    Examples:
+      emoray query results/ "SELECT emotion, count(*) FROM faces GROUP BY 1 ORDER BY 2 DESC"
+      emoray query results/ "SELECT video_id, avg(num_faces) FROM frames GROUP BY 1" --format csv
+      emoray query results/ "SELECT * FROM faces WHERE emotion = 'happy'" --format json -o happy.json
+    """
+    from pipeline.query import query as run_query
+
+    try:
+        relation = run_query(output, sql)
+        if relation is None:
+            return
+        if output_format == "table" and out_file is None:
+            relation.show(max_rows=40, max_width=200)
+            return
+        frame = relation.fetch_arrow_table()
+        text = _format_table(frame, output_format if output_format != "table" else "csv")
+    except EmorayError as error:
+        click.echo(f"emoray: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+    if out_file:
+        Path(out_file).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+def _format_table(table, output_format: str) -> str:
+    """An Arrow table as CSV or JSON records (JSON lists, numbers and nulls as they are)."""
+    if output_format == "json":
+        return json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+    import io
+
+    import pyarrow.csv as pacsv
+
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer)
+    return buffer.getvalue().decode()

@@ -1,0 +1,43 @@
+"""Per-video manifests and ``job.json``: what makes a job resumable and auditable.
+
+``OUT/manifest/<video_id>.json`` is written last for each video, atomically; a video is complete
+when its manifest says so, with the same fingerprint, and its outputs exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+COMPLETE, FAILED = "complete", "failed"
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write JSON under a temporary name in the same folder, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2, default=str)
+        temporary = Path(handle.name)
+    os.replace(temporary, path)
+
+
+def manifest_path(out: Path, video_id: str) -> Path:
+    return out / "manifest" / f"{video_id}.json"
+
+
+def read_manifest(out: Path, video_id: str) -> dict | None:
+    try:
+        return json.loads(manifest_path(out, video_id).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(manifest: dict | None, fingerprint: str, *, annotate: bool) -> bool:
+    """True when a previous run finished this video with the same models and options."""
+    if not manifest or manifest.get("status") != COMPLETE or manifest.get("fingerprint") != fingerprint:
+        return False
+    outputs = manifest.get("outputs", {})
+    wanted = ["faces", "frames"] + (["annotated"] if annotate else [])
+    return all(outputs.get(name) and Path(outputs[name]).exists() for name in wanted)

@@ -1,0 +1,305 @@
+"""Batch mode: a directory of recordings in, per-frame Parquet, annotated videos and manifests out.
+
+The driver discovers inputs, skips those already complete, and streams every video through Ray:
+``inspect_video`` (probe + plan) -> ``process_segment`` tasks (decode, detect, classify) -> here,
+in order, tracking and Parquet writing -> ``annotate`` task -> manifest, written last. A failing
+video is recorded with its error and never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import ray
+
+from jobs.discover import discover, missing_inputs, video_id
+from jobs.manifest import COMPLETE, FAILED, is_complete, manifest_path, read_manifest, write_json_atomic
+from jobs.plan import Segment
+from jobs.spec import JobSpec
+from models.errors import EmorayError
+from pipeline.errors import OutputError
+from pipeline.results import SegmentResult
+from pipeline.sinks.parquet import FACES, VideoResultsWriter
+from pipeline.sources.file import VideoInfo
+from pipeline.stages import ClusterPlan, inspect_video, process_segment, start_actors
+
+SKIPPED = "skipped"
+
+
+@dataclass
+class VideoOutcome:
+    """One row of the job summary."""
+
+    path: str
+    video_id: str | None
+    status: str
+    frames: int = 0
+    faces: int = 0
+    dominant_emotion: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Video:
+    """A video in flight through the driver."""
+
+    path: Path
+    relative: Path
+    video_id: str
+    started: float = field(default_factory=time.monotonic)
+    info: VideoInfo | None = None
+    segments: deque = field(default_factory=deque)  # not yet submitted
+    submitted: deque = field(default_factory=deque)  # (segment, ref) in order
+    writer: VideoResultsWriter | None = None
+    last_pts: float = -1.0
+    annotate_ref: ray.ObjectRef | None = None
+    outputs: dict = field(default_factory=dict)
+
+
+def check_output_writable(out: Path) -> None:
+    """Fail before any work when OUT cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OutputError(f"{out}: output directory is not writable ({error.strerror or error})") from error
+
+
+def _annotated_path(out: Path, relative: Path) -> Path:
+    return out / "annotated" / relative.with_suffix(".mp4")
+
+
+@ray.remote
+def annotate(source: str, destination: str, faces_file: str, sample_fps: float | None, labels: list[str]) -> int:
+    """Draw the results onto the processed frames and encode the annotated MP4 (input audio kept)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.sinks.video import write_annotated_video
+
+    batches = pq.ParquetFile(faces_file).iter_batches(batch_size=4096)
+    return write_annotated_video(Path(source), Path(destination), batches, sample_fps=sample_fps, labels=labels)
+
+
+class BatchJob:
+    """Runs one ``JobSpec`` on the Ray cluster ``ray.init`` connected to."""
+
+    def __init__(self, spec: JobSpec, *, on_progress: Callable[[dict], None] | None = None) -> None:
+        self.spec, self.options, self.out = spec, spec.options, Path(spec.output)
+        self.on_progress = on_progress or (lambda state: None)
+        self.outcomes: list[VideoOutcome] = []
+        self.frames_done = 0
+
+    def run(self) -> list[VideoOutcome]:
+        check_output_writable(self.out)
+        started = time.monotonic()
+        inputs = discover(list(self.spec.inputs), glob=self.spec.glob)
+        self.outcomes = [VideoOutcome(str(p), None, FAILED, error=f"{p}: no such file or directory")
+                         for p in missing_inputs(list(self.spec.inputs))]
+        self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources())
+        detectors, classifier = start_actors(self.options, plan)
+        classifier_info = ray.get(classifier.info.remote())
+        detector_id = ray.get(detectors[0].info.remote())["model_id"]
+        self.labels = classifier_info["labels"]
+        self.model_ids = {"detector": detector_id, "emotion_model": classifier_info["model_id"]}
+        self.fingerprint = self.options.fingerprint(self.model_ids)
+        todo = self._select(inputs)
+        self.total = len(todo) + len(self.outcomes)
+        self._loop(todo, plan, detectors, classifier, classifier_info)
+        for actor in [*detectors, classifier]:
+            ray.kill(actor)
+        self._write_job_json(time.monotonic() - started)
+        return self.outcomes
+
+    def _select(self, inputs: list[tuple[Path, Path]]) -> deque:
+        """Videos to process: not already complete (unless --force), each content once."""
+        todo, seen = deque(), {}
+        for path, relative in inputs:
+            try:
+                identity = video_id(path)
+            except OSError as error:
+                self.outcomes.append(VideoOutcome(str(path), None, FAILED, error=f"{path}: cannot read ({error.strerror})"))
+                continue
+            if identity in seen:
+                self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, error=f"same content as {seen[identity]}"))
+                continue
+            seen[identity] = path
+            manifest = read_manifest(self.out, identity)
+            if not self.spec.force and is_complete(manifest, self.fingerprint, annotate=self.options.annotate):
+                counts = manifest.get("counts", {})
+                self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, counts.get("frames", 0),
+                                                  counts.get("faces", 0), manifest.get("dominant_emotion"),
+                                                  error="already complete"))
+                continue
+            todo.append(_Video(path, relative, identity))
+        return todo
+
+    def _loop(self, todo: deque, plan: ClusterPlan, detectors: list, classifier, classifier_info: dict) -> None:
+        inspecting = {inspect_video.remote(str(v.path), self.options.segment_seconds): v for v in todo}
+        active: list[_Video] = []
+        annotating: dict[ray.ObjectRef, _Video] = {}
+        in_flight = 0
+        round_robin = 0
+        while inspecting or active or annotating:
+            # submit segments, oldest video first, up to the cluster's budget
+            for video in active:
+                while video.segments and in_flight < plan.max_segments_in_flight:
+                    segment = video.segments.popleft()
+                    detector = detectors[round_robin % len(detectors)]
+                    round_robin += 1
+                    ref = process_segment.options(num_cpus=plan.segment_cpus).remote(
+                        str(video.path), video.info, segment, self.options, detector, classifier,
+                        classifier_info["preprocess"], len(self.labels))
+                    video.submitted.append((segment, ref))
+                    in_flight += 1
+            waiting = list(inspecting) + [v.submitted[0][1] for v in active if v.submitted] + list(annotating)
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in inspecting:
+                    video = inspecting.pop(ref)
+                    if self._start(video, ref):
+                        active.append(video)
+                elif ref in annotating:
+                    self._finish_annotation(annotating.pop(ref))
+                else:
+                    video = next(v for v in active if v.submitted and v.submitted[0][1] == ref)
+                    in_flight -= 1
+                    self._take_segment(video)
+            for video in [v for v in active if v.writer is None or (not v.segments and not v.submitted)]:
+                active.remove(video)
+                in_flight -= self._cancel(video)
+                if video.writer is not None:
+                    ref = self._complete_results(video)
+                    if ref is not None:
+                        annotating[ref] = video
+            self._progress(active)
+
+    def _start(self, video: _Video, ref: ray.ObjectRef) -> bool:
+        try:
+            video.info, segments = ray.get(ref)
+        except (EmorayError, ray.exceptions.RayTaskError) as error:
+            self._fail(video, error)
+            return False
+        video.segments = deque(segments)
+        metadata = {"video_path": str(video.path), "fingerprint": self.fingerprint, "labels": self.labels,
+                    "options": self.options.to_dict(), **self.model_ids}
+        video.writer = VideoResultsWriter(self.out, video.video_id, str(video.path), self.labels, metadata)
+        return True
+
+    def _take_segment(self, video: _Video) -> None:
+        segment, ref = video.submitted.popleft()
+        try:
+            result: SegmentResult = ray.get(ref)
+        except (EmorayError, ray.exceptions.RayTaskError) as error:
+            self._fail(video, error)
+            return
+        video.writer.write(result)
+        if len(result.pts_time):
+            video.last_pts = float(result.pts_time[-1])
+        self.frames_done += len(result.frame_index)
+
+    def _cancel(self, video: _Video) -> int:
+        """Drop the rest of a failed video; returns how many submitted segments were cancelled."""
+        cancelled = len(video.submitted)
+        for _, ref in video.submitted:
+            ray.cancel(ref, force=False)
+        video.submitted.clear()
+        video.segments.clear()
+        return cancelled
+
+    def _truncation(self, video: _Video) -> str | None:
+        """An error when decoding ended well before the duration the container announces."""
+        info = video.info
+        if info.is_image or not info.duration:
+            return None
+        slack = max(1.0, 5 / info.fps if info.fps else 0, 2 / self.options.fps if self.options.fps else 0)
+        if video.last_pts + slack < info.duration:
+            return (f"{video.path}: truncated: frames end at {max(video.last_pts, 0):.2f} s of the "
+                    f"{info.duration:.2f} s the container announces")
+        return None
+
+    def _complete_results(self, video: _Video) -> ray.ObjectRef | None:
+        if video.writer is None:
+            return None
+        error = self._truncation(video) if video.writer.frames_written else f"{video.path}: no frame could be decoded"
+        if error:
+            self._fail(video, EmorayError(error))
+            return None
+        video.outputs = video.writer.complete()
+        if not self.options.annotate:
+            self._record(video)
+            return None
+        destination = _annotated_path(self.out, video.relative)
+        video.annotate_ref = annotate.options(num_cpus=self.plan.segment_cpus).remote(
+            str(video.path), str(destination), video.outputs[FACES], self.options.fps, self.labels)
+        return video.annotate_ref
+
+    def _finish_annotation(self, video: _Video) -> None:
+        try:
+            ray.get(video.annotate_ref)
+        except (EmorayError, ray.exceptions.RayTaskError) as error:
+            self._record(video, f"annotated video: {_message(error, video.path)}")
+            return
+        self._record(video)
+
+    def _record(self, video: _Video, error: str | None = None) -> None:
+        writer = video.writer
+        annotated = _annotated_path(self.out, video.relative)
+        if self.options.annotate and error is None and annotated.exists():
+            video.outputs["annotated"] = str(annotated)
+        status = COMPLETE if error is None else FAILED
+        outcome = VideoOutcome(str(video.path), video.video_id, status, writer.frames_written, writer.faces_written,
+                               writer.dominant_emotion, error, time.monotonic() - video.started)
+        self.outcomes.append(outcome)
+        write_json_atomic(manifest_path(self.out, video.video_id), {
+            "video_id": video.video_id, "path": str(video.path), "relative_path": str(video.relative),
+            "status": status, "error": error, "fingerprint": self.fingerprint, "models": self.model_ids,
+            "options": self.options.to_dict(), "probe": vars(video.info) if video.info else None,
+            "counts": {"frames": writer.frames_written, "faces": writer.faces_written},
+            "dominant_emotion": writer.dominant_emotion, "outputs": video.outputs,
+            "timings": {"seconds": round(outcome.seconds, 3),
+                        "fps": round(writer.frames_written / outcome.seconds, 2) if outcome.seconds else None},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+    def _fail(self, video: _Video, error: BaseException) -> None:
+        message = _message(error, video.path)
+        if video.writer is not None:
+            video.writer.abort()
+        self.outcomes.append(VideoOutcome(str(video.path), video.video_id, FAILED, error=message,
+                                          seconds=time.monotonic() - video.started))
+        write_json_atomic(manifest_path(self.out, video.video_id), {
+            "video_id": video.video_id, "path": str(video.path), "status": FAILED, "error": message,
+            "fingerprint": self.fingerprint, "models": self.model_ids, "outputs": {},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        video.writer = None
+
+    def _progress(self, active: list[_Video]) -> None:
+        self.on_progress({"done": len(self.outcomes), "total": self.total, "frames": self.frames_done,
+                          "active": [str(v.relative) for v in active]})
+
+    def _write_job_json(self, seconds: float) -> None:
+        failed = [o for o in self.outcomes if o.status == FAILED]
+        write_json_atomic(self.out / "job.json", {
+            "spec": self.spec.to_dict(), "models": self.model_ids, "fingerprint": self.fingerprint,
+            "summary": {"videos": len(self.outcomes), "failed": len(failed),
+                        "frames": sum(o.frames for o in self.outcomes if o.status == COMPLETE),
+                        "faces": sum(o.faces for o in self.outcomes if o.status == COMPLETE),
+                        "seconds": round(seconds, 3)},
+            "videos": [vars(o) for o in self.outcomes],
+        })
+
+
+def _message(error: BaseException, path: Path) -> str:
+    """The user-facing reason, with Ray's wrapping removed and the file named."""
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause else error
+    text = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+    return text if str(path) in text else f"{path}: {text}"

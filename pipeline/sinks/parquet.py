@@ -1,0 +1,135 @@
+"""The ``faces`` and ``frames`` Parquet datasets: the output contract analytics users rely on.
+
+Layout: ``OUT/faces/video_id=<id>/part-0.parquet`` and ``OUT/frames/video_id=<id>/part-0.parquet``
+(hive partitions: ``video_id`` comes from the folder name, so DuckDB, Polars, pandas and Spark read
+each folder as one table). Model ids and options are in each file's key-value metadata. Files are
+written under a hidden temporary name and renamed into place on ``complete()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.results import SegmentResult
+from pipeline.track import IoUTracker
+
+FACES, FRAMES = "faces", "frames"
+PART_NAME = "part-0.parquet"
+VIDEO_PATH, FRAME_INDEX, PTS_TIME = "video_path", "frame_index", "pts_time"
+FACE_INDEX, TRACK_ID = "face_index", "track_id"
+BOX_COLUMNS = ("x1", "y1", "x2", "y2")
+DET_SCORE, LANDMARKS, EMOTION, EMOTION_SCORE = "det_score", "landmarks", "emotion", "emotion_score"
+NUM_FACES = "num_faces"
+
+
+def probability_column(label: str) -> str:
+    return f"p_{label}"
+
+
+def faces_schema(labels: list[str], metadata: dict[str, str]) -> pa.Schema:
+    fields = [
+        pa.field(VIDEO_PATH, pa.string()), pa.field(FRAME_INDEX, pa.int64()), pa.field(PTS_TIME, pa.float64()),
+        pa.field(FACE_INDEX, pa.int32()), pa.field(TRACK_ID, pa.int64()),
+        *[pa.field(name, pa.float32()) for name in BOX_COLUMNS],
+        pa.field(DET_SCORE, pa.float32()), pa.field(LANDMARKS, pa.list_(pa.float32())),
+        pa.field(EMOTION, pa.string()), pa.field(EMOTION_SCORE, pa.float32()),
+        *[pa.field(probability_column(label), pa.float32()) for label in labels],
+    ]
+    return pa.schema(fields, metadata=metadata)
+
+
+def frames_schema(metadata: dict[str, str]) -> pa.Schema:
+    return pa.schema([
+        pa.field(VIDEO_PATH, pa.string()), pa.field(FRAME_INDEX, pa.int64()), pa.field(PTS_TIME, pa.float64()),
+        pa.field(NUM_FACES, pa.int32()),
+    ], metadata=metadata)
+
+
+def partition_dir(out: Path, table: str, video_id: str) -> Path:
+    return out / table / f"video_id={video_id}"
+
+
+class VideoResultsWriter:
+    """Streams one video's segment results, in order, into its ``faces`` and ``frames`` files.
+
+    Follows start/write/complete/abort: nothing appears under its final name unless ``complete()``.
+    Tracking happens here, where frames arrive in order.
+    """
+
+    def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object]) -> None:
+        self.video_path, self.labels = video_path, list(labels)
+        encoded = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+        self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in (FACES, FRAMES)}
+        self._temporary = {table: path.with_name(f".{path.name}.{os.getpid()}.tmp") for table, path in self._targets.items()}
+        for path in self._temporary.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._writers = {
+            FACES: pq.ParquetWriter(self._temporary[FACES], faces_schema(self.labels, encoded)),
+            FRAMES: pq.ParquetWriter(self._temporary[FRAMES], frames_schema(encoded)),
+        }
+        self._tracker = IoUTracker()
+        self.frames_written = self.faces_written = 0
+        self.emotion_counts = np.zeros(len(self.labels), np.int64)
+
+    def write(self, result: SegmentResult) -> None:
+        """Append the next segment of the video (segments must come in order)."""
+        starts = np.searchsorted(result.face_frame, result.frame_index, side="left")
+        ends = np.searchsorted(result.face_frame, result.frame_index, side="right")
+        track_ids = np.concatenate(
+            [self._tracker.update(result.xyxy[start:end]) for start, end in zip(starts, ends)] or [np.zeros(0, np.int64)]
+        )
+        face_index = np.concatenate([np.arange(end - start, dtype=np.int32) for start, end in zip(starts, ends)] or [np.zeros(0, np.int32)])
+        pts_of_face = np.repeat(result.pts_time, ends - starts)
+        best = result.probabilities.argmax(axis=1) if len(result.probabilities) else np.zeros(0, np.int64)
+        n = len(result.face_frame)
+        faces = {
+            VIDEO_PATH: pa.array([self.video_path] * n, pa.string()),
+            FRAME_INDEX: result.face_frame, PTS_TIME: pts_of_face, FACE_INDEX: face_index, TRACK_ID: track_ids,
+            **{name: result.xyxy[:, i] for i, name in enumerate(BOX_COLUMNS)},
+            DET_SCORE: result.det_score,
+            LANDMARKS: pa.ListArray.from_arrays(
+                np.arange(0, 10 * n + 1, 10, dtype=np.int32), pa.array(result.landmarks.reshape(-1), pa.float32())
+            ),
+            EMOTION: pa.array(np.array(self.labels, dtype=object)[best] if n else [], pa.string()),
+            EMOTION_SCORE: result.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
+            **{probability_column(label): result.probabilities[:, i] for i, label in enumerate(self.labels)},
+        }
+        self._writers[FACES].write_table(pa.table(faces, schema=self._writers[FACES].schema))
+        frames = {
+            VIDEO_PATH: pa.array([self.video_path] * len(result.frame_index), pa.string()),
+            FRAME_INDEX: result.frame_index, PTS_TIME: result.pts_time, NUM_FACES: (ends - starts).astype(np.int32),
+        }
+        self._writers[FRAMES].write_table(pa.table(frames, schema=self._writers[FRAMES].schema))
+        self.frames_written += len(result.frame_index)
+        self.faces_written += n
+        self.emotion_counts += np.bincount(best, minlength=len(self.labels))
+
+    def complete(self) -> dict[str, str]:
+        """Close the files and move them into place; returns the final paths."""
+        for writer in self._writers.values():
+            writer.close()
+        for table, temporary in self._temporary.items():
+            os.replace(temporary, self._targets[table])
+        return {table: str(path) for table, path in self._targets.items()}
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+        for temporary in self._temporary.values():
+            temporary.unlink(missing_ok=True)
+            if not any(temporary.parent.iterdir()):
+                temporary.parent.rmdir()
+
+    @property
+    def dominant_emotion(self) -> str | None:
+        return self.labels[int(self.emotion_counts.argmax())] if self.emotion_counts.sum() else None
