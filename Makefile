@@ -21,8 +21,7 @@ test: install
 	$(VENV)/bin/pytest -q tests
 
 demo: install
-	$(VENV)/bin/emoray models fetch
-	$(VENV)/bin/emoray models list
+	$(VENV)/bin/emoray demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

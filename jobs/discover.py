@@ -35,9 +35,9 @@ def discover(paths: list[str | Path], *, glob: str | None = None) -> list[tuple[
                     relative = path.relative_to(given)
                     if path.suffix.lower() in MEDIA_EXTENSIONS and not name.startswith("."):
                         if glob is None or fnmatch.fnmatch(str(relative), glob) or fnmatch.fnmatch(name, glob):
-                            found.setdefault(path.resolve(), relative)
+                            found.setdefault(path.absolute(), relative)
         elif glob is None or fnmatch.fnmatch(given.name, glob):
-            found.setdefault(given.resolve(), Path(given.name))
+            found.setdefault(given.absolute(), Path(given.name))
     return sorted(found.items())
 
 

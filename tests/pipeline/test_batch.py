@@ -1,0 +1,211 @@
+"""``emoray run`` end to end on the shared clips and on bad inputs, on a real local Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import ray
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.sources.file import iter_frames
+from tests.conftest import read_rgb, shared
+from tests.pipeline.media import rotated_phone_clip, truncated_copy, undecodable_copy
+
+GOOD = ["WolfgangLanger_Pexels.mp4", "two_faces.mp4", "no_face.mp4", "face_noface.mov"]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Good clips (links to ../shared) beside every kind of bad input, in one directory tree."""
+    root = tmp_path_factory.mktemp("inputs")
+    for name in GOOD:
+        (root / name).symlink_to(shared(f"videos/{name}"))
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.mp4").write_bytes(b"")
+    (bad / "notes.mp4").write_text("this is a text file, not a video\n")
+    truncated_copy(shared("videos/WolfgangLanger_Pexels.mp4"), bad / "truncated.mp4")
+    undecodable_copy(shared("videos/WolfgangLanger_Pexels.mp4"), bad / "noise.mp4")
+    (bad / "gone.mp4").symlink_to(root / "does-not-exist.mp4")  # unreadable: nothing behind the name
+    rotated_phone_clip(root / "phone.mp4", read_rgb("photos/multi_face.jpg"))
+    return root
+
+
+def _run(*args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(main, ["run", *args, "--json"], catch_exceptions=False)
+    return result.exit_code, json.loads(result.stdout[result.stdout.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def job(local_ray, inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    exit_code, summary = _run(str(inputs), "-o", str(out))
+    return out, exit_code, {Path(v["path"]).name: v for v in summary["videos"]}
+
+
+def _table(out: Path, table: str, videos: dict, name: str):
+    """One video's rows of ``faces`` or ``frames``, read with pyarrow from its hive partition."""
+    return ds.dataset(out / table / f"video_id={videos[name]['video_id']}").to_table().to_pandas()
+
+
+def test_bad_inputs_fail_with_the_file_and_reason_while_good_ones_complete(job):
+    out, exit_code, videos = job
+    assert exit_code == 1
+    expected_errors = {
+        "empty.mp4": "empty file",
+        "notes.mp4": "not a readable video",
+        "truncated.mp4": "truncated",
+        "noise.mp4": "cannot decode h264",
+        "gone.mp4": "cannot read",
+    }
+    for name, reason in expected_errors.items():
+        assert videos[name]["status"] == "failed", name
+        assert name in videos[name]["error"] and reason in videos[name]["error"], videos[name]["error"]
+    for name in GOOD + ["phone.mp4"]:
+        assert videos[name]["status"] == "complete", (name, videos[name]["error"])
+    failed_ids = [v["video_id"] for v in videos.values() if v["status"] == "failed" and v["video_id"]]
+    assert not any((out / "faces" / f"video_id={i}").exists() for i in failed_ids)
+    assert json.loads((out / "job.json").read_text())["summary"]["failed"] == 5
+
+
+def test_one_woman_laughing_at_the_end_of_her_clip(job):
+    out, _, videos = job
+    faces, frames = (_table(out, t, videos, "WolfgangLanger_Pexels.mp4") for t in ("faces", "frames"))
+    assert len(frames) == 472 and videos["WolfgangLanger_Pexels.mp4"]["frames"] == 472
+    assert (frames["num_faces"] == 1).mean() >= 0.95
+    last = faces[faces["pts_time"] > frames["pts_time"].max() - 3]
+    assert last["emotion"].value_counts().idxmax() == "happy"
+    assert faces["track_id"].value_counts().iloc[0] >= 0.9 * len(faces)
+    probabilities = faces[[c for c in faces.columns if c.startswith("p_")]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert len(faces["landmarks"].iloc[0]) == 10
+
+
+def test_two_faces_no_face_and_hevc(job):
+    out, _, videos = job
+    assert (_table(out, "frames", videos, "two_faces.mp4")["num_faces"] == 2).mean() > 0.5
+    assert len(_table(out, "faces", videos, "no_face.mp4")) == 0
+    decoded = sum(1 for _ in iter_frames(shared("videos/no_face.mp4")))
+    assert len(_table(out, "frames", videos, "no_face.mp4")) == decoded == videos["no_face.mp4"]["frames"]
+    hevc = _table(out, "frames", videos, "face_noface.mov")
+    assert len(hevc) == 169 and 0 < hevc["num_faces"].sum() < 169
+
+
+def test_rotated_phone_video_gives_results_in_displayed_orientation(job):
+    out, _, videos = job
+    manifest = json.loads((out / "manifest" / f"{videos['phone.mp4']['video_id']}.json").read_text())
+    assert manifest["probe"]["rotation"] == 90 and manifest["probe"]["width"] == 1000
+    faces = _table(out, "faces", videos, "phone.mp4")
+    per_frame = faces.groupby("frame_index").size()
+    assert (per_frame >= 4).all() and len(per_frame) == 12
+    assert faces["x2"].max() <= 1000 and faces["y2"].max() <= 666 and faces["x2"].max() > 700
+
+
+def test_annotated_videos_play_with_the_processed_frames_and_the_audio(job):
+    out, _, videos = job
+    for name, has_audio in [("WolfgangLanger_Pexels.mp4", True), ("two_faces.mp4", False)]:
+        with av.open(str(out / "annotated" / name)) as container:
+            assert bool(container.streams.audio) == has_audio
+            assert sum(1 for _ in container.decode(video=0)) == videos[name]["frames"]
+
+
+def test_parquet_is_hive_partitioned_with_model_ids_in_metadata(job):
+    out, _, videos = job
+    video = videos["two_faces.mp4"]["video_id"]
+    metadata = pq.read_schema(out / "faces" / f"video_id={video}" / "part-0.parquet").metadata
+    assert metadata[b"emoray.detector"].startswith(b"retinaface-mobilenet0.25@")
+    assert metadata[b"emoray.emotion_model"].startswith(b"mini-xception@")
+    columns = ds.dataset(out / "faces", partitioning="hive").schema.names
+    assert columns[:5] == ["video_path", "frame_index", "pts_time", "face_index", "track_id"]
+    assert "video_id" in columns and "p_neutral" in columns
+
+
+def test_query_counts_equal_the_parquet_row_counts(job):
+    out, _, _ = job
+    runner = CliRunner()
+    for table in ("faces", "frames"):
+        result = runner.invoke(main, ["query", str(out), f"SELECT count(*) AS n FROM {table}", "--format", "json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)[0]["n"] == ds.dataset(out / table, partitioning="hive").count_rows()
+    per_video = json.loads(runner.invoke(main, ["query", str(out), "SELECT video_id, count(*) AS n FROM frames GROUP BY 1",
+                                                "--format", "json"]).output)
+    assert len(per_video) == len(GOOD) + 1  # the good clips and the phone clip
+    bad = runner.invoke(main, ["query", str(out), "SELECT nope FROM faces"])
+    assert bad.exit_code == 1 and "query failed" in bad.output
+
+
+def test_a_rerun_skips_complete_videos_and_retries_failed_ones(job, inputs):
+    out, _, _ = job
+    before = {p: p.stat().st_mtime_ns for p in (out / "faces").rglob("*.parquet")}
+    exit_code, summary = _run(str(inputs), "-o", str(out))
+    statuses = {Path(v["path"]).name: v["status"] for v in summary["videos"]}
+    assert exit_code == 1
+    assert all(statuses[name] == "skipped" for name in GOOD + ["phone.mp4"])
+    assert statuses["truncated.mp4"] == "failed"
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "faces").rglob("*.parquet")}
+
+
+def test_an_unwritable_output_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["run", str(shared("videos/two_faces.mp4")), "-o", str(blocker / "out")])
+    assert result.exit_code == 1
+    assert "output directory is not writable" in result.output and str(blocker) in result.output
+
+
+def test_a_run_killed_half_way_then_rerun_equals_a_clean_run(job, tmp_path):
+    clean_out, _, _ = job
+    out = tmp_path / "out"
+    names = ["two_faces.mp4", "WolfgangLanger_Pexels.mp4"]
+    command = [sys.executable, "-m", "pipeline.cli", "run", *[str(shared(f"videos/{n}")) for n in names],
+               "-o", str(out), "--no-annotate"]
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    env = os.environ | {"RAY_TMPDIR": ray_dir}
+    log = open(tmp_path / "killed-run.log", "w")
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "manifest").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert list((out / "manifest").glob("*.json")), "the first video never completed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        process.wait()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    exit_code, summary = _run(*[str(shared(f"videos/{n}")) for n in names], "-o", str(out), "--no-annotate")
+    assert exit_code == 0
+    assert sorted(v["status"] for v in summary["videos"]) in (["complete", "skipped"], ["complete", "complete"])
+    for table in ("faces", "frames"):
+        rerun = ds.dataset(out / table, partitioning="hive").to_table().to_pandas()
+        clean = ds.dataset(clean_out / table, partitioning="hive").to_table(
+            filter=ds.field("video_id").isin(list(rerun["video_id"].unique()))).to_pandas()
+        keys = ["video_id", "frame_index"] + (["face_index"] if table == "faces" else [])
+        rerun, clean = rerun.sort_values(keys).reset_index(drop=True), clean.sort_values(keys).reset_index(drop=True)
+        assert len(rerun) == len(clean) > 0
+        numeric = [c for c in rerun.columns if rerun[c].dtype.kind in "fi"]
+        np.testing.assert_allclose(rerun[numeric].to_numpy(float), clean[numeric].to_numpy(float), atol=1e-3)
+    assert not list(out.rglob("*.tmp"))
