@@ -36,3 +36,18 @@ def classifier():
     from models import EmotionClassifier
 
     return EmotionClassifier(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray cluster of 2 CPUs for the tests of one module, with its own short temp dir."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _temp_dir=temp_dir)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)

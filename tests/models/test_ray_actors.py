@@ -10,14 +10,6 @@ from models import EmotionClassifier, FaceDetector
 from tests.conftest import read_rgb
 
 
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
-
-
 def test_detector_and_classifier_as_ray_actors_match_in_process(local_ray, detector, classifier):
     photo = read_rgb("photos/multi_face.jpg")
     remote_detector = ray.remote(num_cpus=1)(FaceDetector).remote(device="cpu")

@@ -30,14 +30,6 @@ GOOD = ["WolfgangLanger_Pexels.mp4", "two_faces.mp4", "no_face.mp4", "face_nofac
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """Good clips (links to ../shared) beside every kind of bad input, in one directory tree."""
     root = tmp_path_factory.mktemp("inputs")
