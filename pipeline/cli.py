@@ -246,5 +246,47 @@ def demo(output, address):
                f"FROM faces GROUP BY 1 ORDER BY faces DESC\"")
 
 
+
+def _resolutions(value: str) -> list[tuple[int, int]]:
+    try:
+        return [tuple(int(n) for n in item.lower().split("x")) for item in value.split(",")]
+    except ValueError as error:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], but got {value!r}") from error
+
+
+@main.command()
+@click.option("--resolutions", default="640x360,1280x720,1920x1080", show_default=True, callback=lambda c, p, v: _resolutions(v),
+              help="Clip sizes to measure.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Clip length.")
+@click.option("--long-factor", type=click.IntRange(min=1), default=10, show_default=True,
+              help="The memory check also runs a clip this many times longer.")
+@click.option("--det-size", default="640", show_default=True, help="Longer side of the detector input, or 'native'.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--quick", is_flag=True, help="A smoke run: one resolution, 2 s clips, long factor 3.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@address_option
+def bench(resolutions, seconds, long_factor, det_size, batch_size, device, quick, as_json, address):
+    """Measure decode, detector, classifier and end-to-end throughput and peak memory.
+
+    Clips are made from the demo content; each stage is timed alone, then the real pipeline runs
+    end to end (annotation off, then on), and peak memory is compared on a 10x longer clip.
+
+    \b
+    Examples:
+      emoray bench
+      emoray bench --quick
+      emoray bench --resolutions 1280x720 --seconds 20 --json > bench.json
+    """
+    from pipeline.bench import format_report, run_bench
+
+    try:
+        result = run_bench(resolutions=resolutions, seconds=seconds, long_factor=long_factor, det_size=_det_size(det_size),
+                           batch_size=batch_size, device=device, address=address, quick=quick)
+    except EmorayError as error:
+        click.echo(f"emoray: {error}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
 if __name__ == "__main__":
     main()

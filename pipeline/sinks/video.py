@@ -18,11 +18,11 @@ import pyarrow as pa
 
 from pipeline.annotate import draw_faces
 from pipeline.errors import OutputError, VideoError
+from pipeline.sinks.parquet import BOX_COLUMNS, FRAME_INDEX, TRACK_ID, probability_column
 from pipeline.sources.file import VideoInfo, iter_frames, probe
 
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac"})  # copied as they are
 VIDEO_OPTIONS = {"preset": "veryfast", "crf": "23"}
-BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 _Run = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # frame_index, boxes, probabilities, track ids
 
 
@@ -167,18 +167,18 @@ def _faces_by_frame(batches: Iterable[pa.RecordBatch], labels: Sequence[str]) ->
 
     A track id is -1 where the face has none. A frame's rows may come as two runs when they span batches.
     """
-    probability_columns = [f"p_{label}" for label in labels]
-    columns = ["frame_index", *BOX_COLUMNS, "track_id", *probability_columns]
+    probability_columns = [probability_column(label) for label in labels]
+    columns = [FRAME_INDEX, *BOX_COLUMNS, TRACK_ID, *probability_columns]
     last = -1
     for batch in filter(lambda batch: batch.num_rows > 0, batches):
         missing = [name for name in columns if name not in batch.schema.names]
         if missing:
             raise ValueError(f"faces batches must have columns {columns}, but lack {missing}")
-        index = batch.column("frame_index").to_numpy(zero_copy_only=False).astype(np.int64)
+        index = batch.column(FRAME_INDEX).to_numpy(zero_copy_only=False).astype(np.int64)
         if index[0] < last or np.any(np.diff(index) < 0):
             raise ValueError("faces batches must be sorted by frame_index, but an index goes down")
         boxes, probabilities = _stack(batch, BOX_COLUMNS), _stack(batch, probability_columns)
-        track_ids = batch.column("track_id").cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+        track_ids = batch.column(TRACK_ID).cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
         bounds = [0, *(np.flatnonzero(np.diff(index)) + 1).tolist(), len(index)]
         for start, end in zip(bounds, bounds[1:]):
             yield int(index[start]), boxes[start:end], probabilities[start:end], track_ids[start:end]
