@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import av
 import numpy as np
+import psutil
 import ray
 import torch
 
@@ -120,8 +121,6 @@ class Monitor:
     """
 
     def __init__(self, *, external: bool) -> None:
-        import psutil  # shipped inside Ray (ray/thirdparty_files), importable once ray is imported
-
         self._psutil, self._me, self._external = psutil, psutil.Process(), external
         self._started, self._busy_before = time.time(), self._machine_busy()
         self._cpu: dict[tuple[int, float], list[float]] = {}  # (pid, create time) -> [first, last] seconds

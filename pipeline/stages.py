@@ -56,8 +56,9 @@ class ClusterPlan:
         detector_cpus = 1.0 if cpus <= 4 else float(threads)
         segment_cpus = 0.5 if cpus <= 4 else 1.0
         free = max(segment_cpus, cpus - detectors * detector_cpus - 0.25)
-        return cls(detectors, {"num_cpus": detector_cpus}, threads, {"num_cpus": 0.25},
-                   segment_cpus, max(2, int(free / segment_cpus)))
+        # on a few cores a second decode task only competes with the detector's threads (measured: slower)
+        in_flight = detectors if cpus <= 4 else max(2, int(free / segment_cpus))
+        return cls(detectors, {"num_cpus": detector_cpus}, threads, {"num_cpus": 0.25}, segment_cpus, in_flight)
 
 
 def start_actors(options: RunOptions, plan: ClusterPlan) -> tuple[list, ray.actor.ActorHandle]:

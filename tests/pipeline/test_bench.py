@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import ray
-
 from pipeline.bench import FPS, format_report, run_bench
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    ray.shutdown()
 
 
 def test_quick_bench_measures_every_stage_and_reports_it(local_ray, tmp_path):
