@@ -78,8 +78,34 @@ class MiniXception(nn.Module):
         return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
 
 
+class VGGFace48(nn.Module):
+    """emoray's own CNN for 48x48 faces: four stages of two 3x3 conv-BN-ReLU, max-pools between, GAP.
+
+    Shaped for FER-2013: most compute at 24x24 and below (~120 M multiply-adds, 1.2 M parameters at
+    the default widths), which trains in about half a minute per epoch on two CPU cores with bfloat16.
+    """
+
+    def __init__(self, num_classes: int = 7, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 dropout: float = 0.3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage, width in enumerate(widths):
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                channels = width
+            if stage < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mini_xception": MiniXception,
+    "vgg_face48": VGGFace48,
 }
 
 

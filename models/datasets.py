@@ -1,0 +1,155 @@
+"""FER-2013 style datasets: the Kaggle CSV, class folders, FER+ votes, and seeded stratified splits.
+
+Every reader returns a ``FaceDataset``: 48x48 (or any size) uint8 gray images with integer labels in
+the order of ``labels``, plus each image's name so FER+ votes can be joined on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.errors import EmorayError
+
+FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+CSV_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# FER+ vote columns, and the FER-2013 label each maps to (contempt, unknown and NF have none)
+FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
+_FERPLUS_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy", "sadness": "sad",
+                   "surprise": "surprise", "neutral": "neutral"}
+
+
+class DatasetError(EmorayError, ValueError):
+    """A dataset path or file is missing or malformed."""
+
+
+@dataclass
+class FaceDataset:
+    """Images (n, h, w) uint8, labels (n,) int64 indexing ``labels``, and image names (n,)."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    names: np.ndarray
+    labels: tuple[str, ...] = FER_LABELS
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, index: np.ndarray) -> "FaceDataset":
+        return FaceDataset(self.images[index], self.targets[index], self.names[index], self.labels)
+
+    def counts(self) -> dict[str, int]:
+        return {label: int((self.targets == i).sum()) for i, label in enumerate(self.labels)}
+
+    def fingerprint(self) -> str:
+        """sha256 of the labels, names, targets and pixels: identifies exactly what a model saw."""
+        digest = hashlib.sha256(" ".join(self.labels).encode())
+        order = np.argsort(self.names, kind="stable")
+        digest.update("\n".join(self.names[order]).encode())
+        digest.update(np.ascontiguousarray(self.targets[order]).tobytes())
+        digest.update(np.ascontiguousarray(self.images[order]).tobytes())
+        return digest.hexdigest()
+
+
+def read_kaggle_csv(path: str | Path) -> dict[str, FaceDataset]:
+    """The original ``fer2013.csv`` (``emotion,pixels,Usage``): one dataset per split (train, val, test).
+
+    Row ``i`` is named ``fer{i:07d}.png``, the FER+ naming, so votes join on it.
+    """
+    path = Path(path)
+    rows: dict[str, list] = {}
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not {"emotion", "pixels"} <= set(reader.fieldnames or ()):
+                raise DatasetError(f"{path}: expected columns emotion,pixels[,Usage], got {reader.fieldnames}")
+            for number, row in enumerate(reader):
+                pixels = np.array(row["pixels"].split(), dtype=np.uint8)
+                side = int(round(len(pixels) ** 0.5))
+                if side * side != len(pixels):
+                    raise DatasetError(f"{path}: row {number} has {len(pixels)} pixels, not a square image")
+                split = CSV_SPLITS.get(row.get("Usage") or "Training", "train")
+                rows.setdefault(split, []).append((pixels.reshape(side, side), int(row["emotion"]), f"fer{number:07d}.png"))
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read ({error.strerror})") from error
+    return {split: FaceDataset(np.stack([r[0] for r in items]), np.array([r[1] for r in items], np.int64),
+                               np.array([r[2] for r in items])) for split, items in rows.items()}
+
+
+def read_class_folders(root: str | Path, labels: tuple[str, ...] = FER_LABELS) -> FaceDataset:
+    """``root/<class>/*.png|jpg``: images read as gray; class folders named by ``labels``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory of class folders")
+    unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in labels)
+    if unknown:
+        raise DatasetError(f"{root}: class folders {unknown} are not among the labels {list(labels)}")
+    images, targets, names = [], [], []
+    for target, label in enumerate(labels):
+        for path in sorted((root / label).glob("*")) if (root / label).is_dir() else []:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                raise DatasetError(f"{path}: not a readable image")
+            images.append(image)
+            targets.append(target)
+            names.append(path.name)
+    if not images:
+        raise DatasetError(f"{root}: no images in class folders {list(labels)}")
+    sizes = {image.shape for image in images}
+    if len(sizes) > 1:  # a user's own photos: bring them to the most common size
+        side = max(max(s) for s in sizes)
+        images = [cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in images]
+    return FaceDataset(np.stack(images), np.array(targets, np.int64), np.array(names), tuple(labels))
+
+
+def read_dataset(path: str | Path) -> dict[str, FaceDataset]:
+    """A CSV file, a folder with split folders (train/val/test) of class folders, or one folder of class folders.
+
+    One folder of class folders comes back as ``{"all": ...}`` for ``stratified_split``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return read_kaggle_csv(path)
+    splits = {name: path / name for name in ("train", "val", "test") if (path / name).is_dir()}
+    if splits:
+        return {name: read_class_folders(folder) for name, folder in splits.items()}
+    return {"all": read_class_folders(path)}
+
+
+def stratified_split(dataset: FaceDataset, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                     seed: int = 0) -> dict[str, FaceDataset]:
+    """Seeded train/val/test split that keeps each class's proportion in every part."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for target in np.unique(dataset.targets):
+        index = rng.permutation(np.flatnonzero(dataset.targets == target))
+        n_val, n_test = round(len(index) * fractions[1]), round(len(index) * fractions[2])
+        parts["val"].append(index[:n_val])
+        parts["test"].append(index[n_val:n_val + n_test])
+        parts["train"].append(index[n_val + n_test:])
+    return {name: dataset.subset(np.sort(np.concatenate(chunks))) for name, chunks in parts.items()}
+
+
+def ferplus_soft_targets(dataset: FaceDataset, votes_csv: str | Path) -> np.ndarray:
+    """(n, 7) FER+ vote shares per FER-2013 label, joined on image name; the image's own label where no vote."""
+    votes: dict[str, np.ndarray] = {}
+    with open(votes_csv, newline="") as handle:
+        for row in csv.DictReader(handle):
+            votes[row["Image name"]] = np.array(
+                [float(row[column]) for column in _FERPLUS_TO_FER], np.float32)
+    order = [dataset.labels.index(_FERPLUS_TO_FER[column]) for column in _FERPLUS_TO_FER]
+    soft = np.eye(len(dataset.labels), dtype=np.float32)[dataset.targets]
+    for i, name in enumerate(dataset.names):
+        counted = votes.get(str(name))
+        if counted is not None and counted.sum() > 0:
+            soft[i] = 0
+            soft[i, order] = counted / counted.sum()
+    return soft

@@ -1,0 +1,97 @@
+"""Evaluating an emotion classifier on labeled faces: accuracy, macro-F1, per-class scores, confusion matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.classifier import EmotionClassifier
+from models.datasets import FaceDataset
+
+
+def tta_probabilities(classifier: EmotionClassifier, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Test-time augmentation: the mean of the original, its mirror, and four 2-pixel shifted crops of each."""
+    views = [images, images[:, :, ::-1]]
+    height, width = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2)), mode="edge")
+    views += [padded[:, 2 + dy:2 + dy + height, 2 + dx:2 + dx + width] for dy, dx in ((-2, 0), (2, 0), (0, -2), (0, 2))]
+    return np.mean([probabilities(classifier, np.ascontiguousarray(view), batch_size) for view in views], axis=0)
+
+
+def probabilities(classifier: EmotionClassifier, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities of whole face images (n, h, w), in batches."""
+    return np.concatenate([classifier(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
+
+
+def metrics(targets: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix (rows: true, columns: predicted)."""
+    k = len(labels)
+    confusion = np.bincount(targets * k + predicted, minlength=k * k).reshape(k, k)
+    true_positive = np.diag(confusion).astype(float)
+    precision = np.divide(true_positive, confusion.sum(axis=0), out=np.zeros(k), where=confusion.sum(axis=0) > 0)
+    recall = np.divide(true_positive, confusion.sum(axis=1), out=np.zeros(k), where=confusion.sum(axis=1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    return {
+        "images": int(len(targets)),
+        "accuracy": float((targets == predicted).mean()) if len(targets) else 0.0,
+        "macro_f1": float(f1.mean()),
+        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for label, p, r, f, s in zip(labels, precision, recall, f1, confusion.sum(axis=1))},
+        "labels": list(labels),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(classifier: EmotionClassifier, dataset: FaceDataset, *, tta: bool = False) -> dict:
+    """Metrics of ``classifier`` on ``dataset`` (labels mapped by name to the classifier's own order)."""
+    mapping = np.array([classifier.labels.index(label) for label in dataset.labels])
+    targets = mapping[dataset.targets]
+    scores = tta_probabilities(classifier, dataset.images) if tta else probabilities(classifier, dataset.images)
+    return metrics(targets, scores.argmax(axis=1), classifier.labels) | {"model": classifier.model_id, "tta": tta}
+
+
+def confusion_png(result: dict, path: str | Path) -> None:
+    """The confusion matrix as a heat map with counts and row-normalized shares (PNG)."""
+    confusion = np.array(result["confusion_matrix"], float)
+    labels = result["labels"]
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    cell, margin = 90, 110
+    size = margin + cell * len(labels)
+    image = np.full((size + 40, size + 20, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i, label in enumerate(labels):
+        cv2.putText(image, label, (5, margin + i * cell + cell // 2 + 5), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, label[:7], (margin + i * cell + 8, margin - 15), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        for j in range(len(labels)):
+            shade = int(255 - 200 * shares[i, j])
+            top_left = (margin + j * cell, margin + i * cell)
+            cv2.rectangle(image, top_left, (top_left[0] + cell - 2, top_left[1] + cell - 2), (255, shade, shade), -1)
+            color = (255, 255, 255) if shares[i, j] > 0.5 else (0, 0, 0)
+            cv2.putText(image, f"{int(confusion[i, j])}", (top_left[0] + 10, top_left[1] + 35), font, 0.55, color, 1, cv2.LINE_AA)
+            cv2.putText(image, f"{shares[i, j]:.0%}", (top_left[0] + 10, top_left[1] + 65), font, 0.5, color, 1, cv2.LINE_AA)
+    title = f"{result['model']}  accuracy {result['accuracy']:.3f}  macro-F1 {result['macro_f1']:.3f}  (rows: true)"
+    cv2.putText(image, title, (5, size + 25), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), image[..., ::-1])
+
+
+def write_report(result: dict, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "eval.json").write_text(json.dumps(result, indent=2))
+    confusion_png(result, directory / "confusion_matrix.png")
+
+
+def format_text(result: dict) -> str:
+    lines = [f"model {result['model']}  images {result['images']}  tta {result['tta']}",
+             f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}", "",
+             f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}"]
+    for label, row in result["per_class"].items():
+        lines.append(f"{label:<10}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9}")
+    labels = result["labels"]
+    lines += ["", "confusion matrix (rows: true, columns: predicted)", " " * 10 + "".join(f"{l[:7]:>9}" for l in labels)]
+    for label, row in zip(labels, result["confusion_matrix"]):
+        lines.append(f"{label:<10}" + "".join(f"{n:>9}" for n in row))
+    return "\n".join(lines)

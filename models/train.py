@@ -1,0 +1,220 @@
+"""Training emotion CNNs on Ray Train (``TorchTrainer``): FER-2013 or a user's own labeled faces.
+
+Each worker holds its shard of the (small) dataset in memory, augments whole batches in torch and
+trains with mixed precision (float16 on GPU, bfloat16 on CPUs that support it). Rank 0 writes a
+resumable state file every epoch; the best epoch by val accuracy is kept, and training stops early
+when val accuracy has not improved for ``patience`` epochs. The result is an emoray emotion
+checkpoint whose architecture, labels, preprocessing, data hash and metrics travel with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+import torch.nn.functional as F
+
+from models import checkpoint
+from models.augment import augment
+from models.datasets import FaceDataset
+from models.emotion.archs import build
+
+NORMALIZE_MEAN, NORMALIZE_STD = 0.5, 0.25
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train and how; recorded in the checkpoint."""
+
+    arch: str = "vgg_face48"
+    arch_kwargs: dict = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    patience: int = 8
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    input_size: int = 48
+    margin_frac: float = 0.08  # crop margin around detector boxes when the model runs on video
+
+
+def _normalize(images: torch.Tensor) -> torch.Tensor:
+    return (images.float() / 255.0 - NORMALIZE_MEAN) / NORMALIZE_STD
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities (n, k) of uint8 images (n, h, w) already at the model's input size."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode(), _autocast(device):
+        for start in range(0, len(images), batch_size):
+            batch = _normalize(torch.from_numpy(images[start:start + batch_size])[:, None].to(device))
+            outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().softmax(-1).cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
+
+
+def _train_loop(loop_config: dict) -> None:
+    """One Ray Train worker: its shard of the data, DDP when there are several workers."""
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig(**loop_config["config"])
+    torch.set_num_threads(loop_config["threads"])  # Ray sets OMP_NUM_THREADS to the whole CPUs it granted
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(config.seed + rank)
+    images, targets = ray.get(loop_config["train_images"]), ray.get(loop_config["train_targets"])
+    val_images, val_targets = ray.get(loop_config["val_images"]), ray.get(loop_config["val_targets"])
+    shard = np.arange(rank, len(targets), world)
+    model = build(config.arch, **config.arch_kwargs)
+    if loop_config.get("init_state"):  # fine-tuning: every tensor whose shape fits (a new head starts fresh)
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in loop_config["init_state"].items()
+                               if k in own and own[k].shape == v.shape}, strict=False)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
+                                weight_decay=config.weight_decay)
+    steps = math.ceil(len(shard) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, epochs=config.epochs, steps_per_epoch=steps,
+                                                   pct_start=0.15)
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_state": None, "stale": 0, "history": []}
+    state_path = Path(loop_config["state_path"])
+    if loop_config["resume"] and state_path.exists():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        state = saved["state"]
+    network = ray.train.torch.prepare_model(model) if world > 1 else model
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    for epoch in range(state["epoch"], config.epochs):
+        started = time.perf_counter()
+        network.train()
+        order = torch.from_numpy(shard)[torch.randperm(len(shard), generator=generator)]
+        total_loss, seen, correct = 0.0, 0, 0
+        for start in range(0, len(order), config.batch_size):
+            index = order[start:start + config.batch_size].numpy()
+            batch = augment(_normalize(torch.from_numpy(images[index])[:, None].to(device)), generator)
+            labels = torch.from_numpy(targets[index]).to(device)
+            with _autocast(device):
+                logits = network(batch.contiguous(memory_format=torch.channels_last))
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            total_loss += float(loss) * len(index)
+            seen += len(index)
+            correct += int((logits.argmax(-1) == labels).sum())
+        probabilities = predict(model, val_images, device)
+        accuracy = float((probabilities.argmax(-1) == val_targets).mean())
+        improved = accuracy > state["best_accuracy"]
+        state.update(epoch=epoch + 1, stale=0 if improved else state["stale"] + 1)
+        if improved:
+            state.update(best_accuracy=accuracy,
+                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        metrics = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                   "val_accuracy": accuracy, "best_val_accuracy": state["best_accuracy"],
+                   "seconds": time.perf_counter() - started}
+        state["history"].append(metrics)
+        if rank == 0:
+            temporary = state_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "state": state}, temporary)
+            os.replace(temporary, state_path)
+        ray.train.report(metrics)
+        if state["stale"] >= config.patience:
+            break
+
+
+def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, output: str | Path, *,
+          resume: bool = False, init_state: dict | None = None, command: str = "") -> dict:
+    """Train on ``train_set``, select on ``val_set``, write the emoray checkpoint to ``output``.
+
+    The resumable state lives beside the output (``<output>.state.pt``); ``resume`` continues from
+    its last completed epoch. Returns the metrics recorded in the checkpoint.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    config = replace(config, arch_kwargs=config.arch_kwargs | {"num_classes": len(train_set.labels), "in_channels": 1})
+    output = Path(output).absolute()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    state_path = output.with_name(output.name + ".state.pt")
+    size = config.input_size
+    resized = [_resize(dataset.images, size) for dataset in (train_set, val_set)]
+    started = time.perf_counter()
+    cpus = ray.cluster_resources().get("CPU", 1)
+    worker_cpus = max(1.0, (cpus - 0.5) / config.num_workers)
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={
+            "config": asdict(config), "state_path": str(state_path), "resume": resume, "init_state": init_state,
+            "threads": max(1, math.ceil(worker_cpus)),
+            "train_images": ray.put(resized[0]), "train_targets": ray.put(train_set.targets),
+            "val_images": ray.put(resized[1]), "val_targets": ray.put(val_set.targets),
+        },
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": worker_cpus}),
+        run_config=RunConfig(name=output.stem, storage_path=str(Path(tempfile.gettempdir()) / "emoray-train")),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    saved = torch.load(state_path, map_location="cpu", weights_only=True)["state"]
+    payload = checkpoint.emotion_checkpoint(
+        {k: v.half() if v.is_floating_point() else v for k, v in saved["best_state"].items()},
+        arch=config.arch, arch_kwargs=config.arch_kwargs,
+        preprocess=checkpoint.Preprocess(input_size=size, channels=1, mean=NORMALIZE_MEAN, std=NORMALIZE_STD,
+                                         margin_frac=config.margin_frac),
+        labels=train_set.labels,
+    )
+    payload["name"] = output.stem
+    _save(payload, output)
+    # the recorded val metrics are those of the shipped weights, computed the way `emoray eval` does
+    from models.classifier import EmotionClassifier
+    from models.evaluate import evaluate
+
+    val = evaluate(EmotionClassifier(output, device="cpu"), val_set)
+    payload["metrics"] = {
+        "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+        "epochs_run": saved["epoch"], "best_epoch": 1 + int(np.argmax([h["val_accuracy"] for h in saved["history"]])),
+        "history": saved["history"], "train_seconds": time.perf_counter() - started,
+        "train_data_sha256": train_set.fingerprint(), "val_data_sha256": val_set.fingerprint(),
+        "train_images": len(train_set), "val_images": len(val_set), "config": asdict(config), "command": command,
+    }
+    _save(payload, output)
+    return payload["metrics"]
+
+
+def _save(payload: dict, output: Path) -> None:
+    temporary = output.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, output)
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[1:] == (size, size):
+        return images
+    import cv2
+
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])

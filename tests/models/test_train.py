@@ -1,0 +1,110 @@
+"""Training on Ray Train, resuming, checkpoints, evaluation, and the shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from models import EmotionClassifier, registry
+from models.datasets import read_class_folders, read_dataset
+from models.evaluate import evaluate
+from models.train import TrainConfig, train
+from pipeline.cli import main
+from tests.conftest import shared
+
+TWO_CLASSES = ("happy", "surprise")
+
+
+@pytest.fixture(scope="module")
+def own_faces(tmp_path_factory) -> Path:
+    """A user's own labeled folder: 300 happy and 300 surprised faces from FER-2013 train, as PNG files."""
+    root = tmp_path_factory.mktemp("own")
+    for label in TWO_CLASSES:
+        (root / label).mkdir()
+        for path in sorted(shared(f"fer2013/train/{label}").glob("*.png"))[:300]:
+            cv2.imwrite(str(root / label / path.name), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    return root
+
+
+def test_a_short_ray_train_run_beats_chance_and_round_trips(local_ray, own_faces, tmp_path):
+    splits = read_dataset(own_faces)
+    from models.datasets import stratified_split
+
+    parts = stratified_split(splits["all"], seed=0)
+    output = tmp_path / "own.pt"
+    metrics = train(parts["train"], parts["val"], TrainConfig(epochs=8, batch_size=64, lr=0.05), output)
+    assert metrics["epochs_run"] == 8 and len(metrics["history"]) == 8
+    classifier = EmotionClassifier(output, device="cpu")
+    held_back = evaluate(classifier, parts["test"])
+    assert held_back["accuracy"] > 0.6  # two classes: chance is 0.5
+    again = EmotionClassifier(output, device="cpu")
+    faces = parts["test"].images
+    np.testing.assert_array_equal(classifier(faces), again(faces))  # a checkpoint round trip is exact
+    payload = torch.load(output, weights_only=True)
+    assert payload["arch"] == "vgg_face48" and payload["preprocess"]["input_size"] == 48
+    assert payload["metrics"]["train_data_sha256"] == parts["train"].fingerprint()
+    assert payload["metrics"]["val_accuracy"] == evaluate(classifier, parts["val"])["accuracy"]
+
+
+def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
+    output = tmp_path / "resumed.pt"
+    command = [sys.executable, "-m", "pipeline.cli", "train", "--data", str(own_faces), "--epochs", "6",
+               "--batch-size", "64", "-o", str(output)]
+    state = output.with_name(output.name + ".state.pt")
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    process = subprocess.Popen(command, env=os.environ | {"RAY_TMPDIR": ray_dir}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if state.exists() and torch.load(state, weights_only=True)["state"]["epoch"] >= 2:
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    interrupted = torch.load(state, weights_only=True)["state"]
+    assert 2 <= interrupted["epoch"] < 6 and not output.exists()
+    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "6", "--batch-size", "64",
+                                       "-o", str(output), "--resume"])
+    assert result.exit_code == 0, result.output
+    history = torch.load(output, weights_only=True)["metrics"]["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[:interrupted["epoch"]] == interrupted["history"]
+
+
+def test_fine_tuning_starts_from_another_checkpoint(local_ray, own_faces, tmp_path):
+    output = tmp_path / "tuned.pt"
+    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--init", "mini-xception", "--epochs", "1",
+                                       "--batch-size", "64", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    payload = torch.load(output, weights_only=True)
+    assert payload["arch"] == "mini_xception" and payload["preprocess"]["input_size"] == 64
+
+
+def test_eval_prints_the_accuracy_of_a_direct_computation(tmp_path):
+    val = read_class_folders(shared("fer2013/val"))
+    classifier = EmotionClassifier("mini-xception", device="cpu")
+    direct = float((np.concatenate([classifier(val.images[i:i + 512]) for i in range(0, len(val), 512)]).argmax(1)
+                    == val.targets).mean())
+    result = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception",
+                                       "--json", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["accuracy"] == pytest.approx(direct, abs=1e-12)
+    assert np.array(report["confusion_matrix"]).sum() == len(val) == 3579
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
+    text = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception"]).output
+    assert f"accuracy {direct:.4f}" in text and "confusion matrix" in text
