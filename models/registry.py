@@ -110,8 +110,12 @@ ENTRIES: dict[str, ModelEntry] = {
         ),
     ]
 }
+# Weights trained by this project and shipped inside the package (see the README for how they were made).
+SHIPPED: dict[str, tuple[str, Path]] = {
+    "emoray-vgg48-fer2013": ("emotion", Path(__file__).parent / "weights" / "emoray-vgg48-fer2013.pt"),
+}
 DEFAULT_DETECTOR = "retinaface-mobilenet0.25"
-DEFAULT_EMOTION_MODEL = "mini-xception"
+DEFAULT_EMOTION_MODEL = "emoray-vgg48-fer2013"
 
 
 def home() -> Path:
@@ -234,7 +238,13 @@ def resolve(weights: str | os.PathLike, role: str) -> tuple[dict, str]:
     ``<name>@<first 12 hex of the checkpoint file's sha256>``.
     """
     text = os.fspath(weights)
-    if text in ENTRIES:
+    if text in SHIPPED:
+        shipped_role, path = SHIPPED[text]
+        if not path.is_file():
+            raise WeightsError(f"{text}: the shipped weights {path} are missing from this installation")
+        if shipped_role != role:
+            raise WeightsError(f"{text!r} is a {shipped_role} model, not a {role} model")
+    elif text in ENTRIES:
         entry = ENTRIES[text]
         if entry.role != role:
             raise WeightsError(f"{text!r} is a {entry.role} model, not a {role} model")
@@ -244,7 +254,8 @@ def resolve(weights: str | os.PathLike, role: str) -> tuple[dict, str]:
     else:
         path = Path(text).expanduser()
         if not path.is_file():
-            known = ", ".join(name for name, entry in ENTRIES.items() if entry.role == role)
+            known = ", ".join([name for name, entry in ENTRIES.items() if entry.role == role]
+                              + [name for name, (kind, _) in SHIPPED.items() if kind == role])
             raise WeightsError(f"{text}: no such {role} weights file and not a known name (known: {known})")
     payload = checkpoint.load(path, role)
     name = payload.get("name") or path.stem
@@ -266,5 +277,15 @@ def list_entries() -> list[dict]:
             "size_bytes": path.stat().st_size if path.exists() else None,
             "path": str(path),
             "description": entry.description,
+        })
+    for name, (role, path) in SHIPPED.items():
+        if not path.is_file():
+            continue
+        metrics = checkpoint.load(path, role).get("metrics", {})
+        rows.append({
+            "name": name, "role": role, "source": "repository: models/weights/" + path.name, "license": "MIT",
+            "sha256": sha256_of(path), "cached": True, "size_bytes": path.stat().st_size, "path": str(path),
+            "description": f"emoray's own CNN, FER-2013 val accuracy {metrics.get('val_accuracy', float('nan')):.4f}",
+            "metrics": {key: metrics.get(key) for key in ("val_accuracy", "val_macro_f1", "train_data_sha256", "command")},
         })
     return rows

@@ -35,7 +35,7 @@ def detector():
 def classifier():
     from models import EmotionClassifier
 
-    return EmotionClassifier(device="cpu")
+    return EmotionClassifier("mini-xception", device="cpu")
 
 
 @pytest.fixture(scope="module")

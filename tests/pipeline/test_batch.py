@@ -21,6 +21,7 @@ import pytest
 import ray
 from click.testing import CliRunner
 
+from models import registry
 from pipeline.cli import main
 from pipeline.sources.file import iter_frames
 from tests.conftest import read_rgb, shared
@@ -129,7 +130,7 @@ def test_parquet_is_hive_partitioned_with_model_ids_in_metadata(job):
     video = videos["two_faces.mp4"]["video_id"]
     metadata = pq.read_schema(out / "faces" / f"video_id={video}" / "part-0.parquet").metadata
     assert metadata[b"emoray.detector"].startswith(b"retinaface-mobilenet0.25@")
-    assert metadata[b"emoray.emotion_model"].startswith(b"mini-xception@")
+    assert metadata[b"emoray.emotion_model"].startswith(registry.DEFAULT_EMOTION_MODEL.encode() + b"@")
     columns = ds.dataset(out / "faces", partitioning="hive").schema.names
     assert columns[:5] == ["video_path", "frame_index", "pts_time", "face_index", "track_id"]
     assert "video_id" in columns and "p_neutral" in columns
