@@ -13,7 +13,7 @@ from tests.conftest import read_rgb
 def test_detector_and_classifier_as_ray_actors_match_in_process(local_ray, detector, classifier):
     photo = read_rgb("photos/multi_face.jpg")
     remote_detector = ray.remote(num_cpus=1)(FaceDetector).remote(device="cpu")
-    remote_classifier = ray.remote(num_cpus=1)(EmotionClassifier).remote(device="cpu")
+    remote_classifier = ray.remote(num_cpus=1)(EmotionClassifier).remote("mini-xception", device="cpu")
     found = ray.get(remote_detector.__call__.remote(np.stack([photo])))[0]
     expected = detector([photo])[0]
     np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=1e-3)
