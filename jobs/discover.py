@@ -36,14 +36,14 @@ def discover(paths: list[str | Path], *, glob: str | None = None) -> list[tuple[
                     if path.suffix.lower() in MEDIA_EXTENSIONS and not name.startswith("."):
                         if glob is None or fnmatch.fnmatch(str(relative), glob) or fnmatch.fnmatch(name, glob):
                             found.setdefault(path.absolute(), relative)
-        elif glob is None or fnmatch.fnmatch(given.name, glob):
+        elif os.path.lexists(given) and (glob is None or fnmatch.fnmatch(given.name, glob)):
             found.setdefault(given.absolute(), Path(given.name))
     return sorted(found.items())
 
 
 def missing_inputs(paths: list[str | Path]) -> list[Path]:
-    """Inputs given on the command line that do not exist at all."""
-    return [Path(p) for p in paths if not Path(p).exists()]
+    """Inputs given on the command line that do not exist at all (not even as a dangling link)."""
+    return [Path(p) for p in paths if not os.path.lexists(p)]
 
 
 def video_id(path: str | Path) -> str:

@@ -27,13 +27,13 @@ from typing import Callable
 import torch
 
 from models import checkpoint
+from models.datasets import FER_LABELS
 from models.emotion.convert import state_dict_from_keras_hdf5
 from models.errors import WeightsError, WeightsFetchError
 from models.retinaface.convert import state_dict_from_onnx
 
 log = logging.getLogger(__name__)
 
-FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 @dataclass(frozen=True)

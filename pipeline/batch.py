@@ -8,7 +8,6 @@ video is recorded with its error and never stops the others.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections import deque
@@ -20,7 +19,6 @@ import ray
 
 from jobs.discover import discover, missing_inputs, video_id
 from jobs.manifest import COMPLETE, FAILED, is_complete, manifest_path, read_manifest, write_json_atomic
-from jobs.plan import Segment
 from jobs.spec import JobSpec
 from models.errors import EmorayError
 from pipeline.errors import OutputError

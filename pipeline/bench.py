@@ -107,7 +107,7 @@ def _measure_stages(clips: dict, *, det_size: int | None, batch_size: int, devic
         raise BenchError(f"{next(iter(clips.values()))}: the detector found no face to crop for the classifier")
     stacked = np.stack(crops)
     batches = {n: np.resize(stacked, (n, *stacked.shape[1:])) for n in CLASSIFIER_BATCHES}  # real crops, repeated
-    return rows, {str(n): _rate(lambda: classifier(batch), n) for n, batch in batches.items()}
+    return rows, {str(n): _rate(lambda batch=batch: classifier(batch), n) for n, batch in batches.items()}
 
 
 class Monitor:

@@ -10,7 +10,6 @@ send them, so a GPU stays busy.
 from __future__ import annotations
 
 import itertools
-import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,13 +147,4 @@ def inspect_video(path: str, segment_seconds: float) -> tuple[VideoInfo, list[Se
 
     info = probe(path)
     return info, plan_segments(Path(path), info, segment_seconds=segment_seconds)
-
-
-def expected_frames(info: VideoInfo, sample_fps: float | None) -> int | None:
-    """Frames a complete decode should give, as far as the header tells (for truncation checks)."""
-    if info.frame_count is None:
-        return None
-    if sample_fps is None or not info.fps or sample_fps >= info.fps:
-        return info.frame_count
-    return math.floor((info.duration or info.frame_count / info.fps) * sample_fps)
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from models import EmotionClassifier, registry
+from models import EmotionClassifier
 from models.datasets import read_class_folders, read_dataset
 from models.evaluate import evaluate
 from models.train import TrainConfig, train

@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-import ray
 from click.testing import CliRunner
 
 from models import registry
