@@ -47,9 +47,10 @@ def _view(photo: np.ndarray, progress: float, width: int, height: int) -> np.nda
 
 
 def make_clip(path: str | Path, *, width: int, height: int, seconds: float, fps: int = 24,
-              period_seconds: float = 8.0) -> Path:
+              period_seconds: float = 8.0, camera_like: bool = False) -> Path:
     """Write an H.264 MP4 of the astronaut photo panned and zoomed (one cycle per ``period_seconds``).
 
+    ``camera_like`` encodes as IP cameras do (no B-frames, a keyframe every second), for live tests.
     Written to a temporary name and renamed, so a clip that exists is complete.
     """
     path = Path(path)
@@ -60,7 +61,8 @@ def make_clip(path: str | Path, *, width: int, height: int, seconds: float, fps:
     try:
         with av.open(str(temporary), "w") as container:
             stream = container.add_stream("libx264", rate=fps, width=width, height=height, pix_fmt="yuv420p",
-                                          options={"preset": "veryfast", "crf": "20"})
+                                          options={"preset": "veryfast", "crf": "20"}
+                                          | ({"tune": "zerolatency", "g": str(fps)} if camera_like else {}))
             for index in range(int(round(seconds * fps))):
                 image = _view(photo, (index / fps / period_seconds) % 1.0, width, height)
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))

@@ -55,6 +55,40 @@ def partition_dir(out: Path, table: str, video_id: str) -> Path:
     return out / table / f"video_id={video_id}"
 
 
+def face_ranges(result: SegmentResult) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of each processed frame's faces in the face arrays."""
+    return (np.searchsorted(result.face_frame, result.frame_index, side="left"),
+            np.searchsorted(result.face_frame, result.frame_index, side="right"))
+
+
+def result_columns(result: SegmentResult, labels: list[str], video_path: str,
+                   track_ids: np.ndarray) -> tuple[dict, dict]:
+    """The ``faces`` and ``frames`` columns of a run of frames (one dict of arrays per table)."""
+    starts, ends = face_ranges(result)
+    face_index = np.concatenate([np.arange(end - start, dtype=np.int32) for start, end in zip(starts, ends)]
+                                or [np.zeros(0, np.int32)])
+    best = result.probabilities.argmax(axis=1) if len(result.probabilities) else np.zeros(0, np.int64)
+    n = len(result.face_frame)
+    faces = {
+        VIDEO_PATH: pa.array([video_path] * n, pa.string()),
+        FRAME_INDEX: result.face_frame, PTS_TIME: np.repeat(result.pts_time, ends - starts), FACE_INDEX: face_index,
+        TRACK_ID: track_ids,
+        **{name: result.xyxy[:, i] for i, name in enumerate(BOX_COLUMNS)},
+        DET_SCORE: result.det_score,
+        LANDMARKS: pa.ListArray.from_arrays(
+            np.arange(0, 10 * n + 1, 10, dtype=np.int32), pa.array(result.landmarks.reshape(-1), pa.float32())
+        ),
+        EMOTION: pa.array(np.array(labels, dtype=object)[best] if n else [], pa.string()),
+        EMOTION_SCORE: result.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
+        **{probability_column(label): result.probabilities[:, i] for i, label in enumerate(labels)},
+    }
+    frames = {
+        VIDEO_PATH: pa.array([video_path] * len(result.frame_index), pa.string()),
+        FRAME_INDEX: result.frame_index, PTS_TIME: result.pts_time, NUM_FACES: (ends - starts).astype(np.int32),
+    }
+    return faces, frames
+
+
 class VideoResultsWriter:
     """Streams one video's segment results, in order, into its ``faces`` and ``frames`` files.
 
@@ -81,36 +115,17 @@ class VideoResultsWriter:
 
     def write(self, result: SegmentResult) -> None:
         """Append the next segment of the video (segments must come in order)."""
-        starts = np.searchsorted(result.face_frame, result.frame_index, side="left")
-        ends = np.searchsorted(result.face_frame, result.frame_index, side="right")
+        starts, ends = face_ranges(result)
         track_ids = np.concatenate(
             [self._tracker.update(result.xyxy[start:end]) for start, end in zip(starts, ends)] or [np.zeros(0, np.int64)]
         )
-        face_index = np.concatenate([np.arange(end - start, dtype=np.int32) for start, end in zip(starts, ends)] or [np.zeros(0, np.int32)])
-        pts_of_face = np.repeat(result.pts_time, ends - starts)
-        best = result.probabilities.argmax(axis=1) if len(result.probabilities) else np.zeros(0, np.int64)
-        n = len(result.face_frame)
-        faces = {
-            VIDEO_PATH: pa.array([self.video_path] * n, pa.string()),
-            FRAME_INDEX: result.face_frame, PTS_TIME: pts_of_face, FACE_INDEX: face_index, TRACK_ID: track_ids,
-            **{name: result.xyxy[:, i] for i, name in enumerate(BOX_COLUMNS)},
-            DET_SCORE: result.det_score,
-            LANDMARKS: pa.ListArray.from_arrays(
-                np.arange(0, 10 * n + 1, 10, dtype=np.int32), pa.array(result.landmarks.reshape(-1), pa.float32())
-            ),
-            EMOTION: pa.array(np.array(self.labels, dtype=object)[best] if n else [], pa.string()),
-            EMOTION_SCORE: result.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
-            **{probability_column(label): result.probabilities[:, i] for i, label in enumerate(self.labels)},
-        }
+        faces, frames = result_columns(result, self.labels, self.video_path, track_ids)
         self._writers[FACES].write_table(pa.table(faces, schema=self._writers[FACES].schema))
-        frames = {
-            VIDEO_PATH: pa.array([self.video_path] * len(result.frame_index), pa.string()),
-            FRAME_INDEX: result.frame_index, PTS_TIME: result.pts_time, NUM_FACES: (ends - starts).astype(np.int32),
-        }
         self._writers[FRAMES].write_table(pa.table(frames, schema=self._writers[FRAMES].schema))
         self.frames_written += len(result.frame_index)
-        self.faces_written += n
-        self.emotion_counts += np.bincount(best, minlength=len(self.labels))
+        self.faces_written += len(result.face_frame)
+        if len(result.probabilities):
+            self.emotion_counts += np.bincount(result.probabilities.argmax(axis=1), minlength=len(self.labels))
 
     def complete(self) -> dict[str, str]:
         """Close the files and move them into place; returns the final paths."""

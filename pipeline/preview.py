@@ -1,0 +1,184 @@
+"""``emoray live --serve``: a small web page with the live annotated picture (MJPEG) and each face's emotion.
+
+Standard library HTTP server in background threads. The processing loop only hands over the newest
+frame and its faces; drawing and JPEG encoding happen in the server threads, once per frame however
+many viewers there are, and only while someone is watching.
+
+Endpoints: ``/`` the page, ``/stream.mjpg`` the picture, ``/frame.jpg`` one picture, ``/faces.json``
+the faces of the newest frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+
+from pipeline.annotate import draw_faces
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "emorayframe"
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>emoray live: {title}</title>
+<style>
+ body {{ font-family: system-ui, sans-serif; margin: 1rem; background: #111; color: #eee; }}
+ main {{ display: flex; gap: 1rem; align-items: flex-start; flex-wrap: wrap; }}
+ img {{ max-width: 100%; background: #000; }}
+ li {{ list-style: none; margin: .2rem 0; font-size: 1.2rem; }}
+ #status {{ color: #999; }}
+</style></head>
+<body><h1>emoray live</h1><p id="status">{title}</p>
+<main><img id="picture" src="/stream.mjpg" alt="live annotated picture">
+<section><h2>Faces</h2><ul id="faces"></ul></section></main>
+<script>
+const picture = document.getElementById("picture");
+picture.addEventListener("load", () => {{
+  picture.dataset.size = picture.naturalWidth + "x" + picture.naturalHeight;
+}});
+async function refresh() {{
+  try {{
+    const state = await (await fetch("/faces.json", {{cache: "no-store"}})).json();
+    const list = document.getElementById("faces");
+    list.replaceChildren(...state.faces.map(face => {{
+      const item = document.createElement("li");
+      item.className = "face";
+      item.textContent = "#" + face.track_id + " " + face.emotion + " " + face.emotion_score.toFixed(2);
+      return item;
+    }}));
+    document.getElementById("status").textContent =
+      "{title} · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
+  }} catch (error) {{ document.getElementById("status").textContent = "disconnected"; }}
+}}
+setInterval(refresh, 300);
+refresh();
+</script></body></html>
+"""
+
+
+@dataclass
+class _Latest:
+    sequence: int
+    image: np.ndarray  # RGB, the size it is served at
+    xyxy: np.ndarray  # boxes in pixels of ``image``
+    probabilities: np.ndarray
+    track_ids: np.ndarray
+    state: dict
+
+
+class PreviewServer:
+    """Serves the newest annotated frame and its faces at ``http://host:port/``.
+
+    ``port`` 0 picks a free port (see ``url``). ``publish`` is cheap: it stores references only.
+    """
+
+    def __init__(self, host: str, port: int, labels: list[str], title: str, jpeg_quality: int = 80) -> None:
+        self.labels, self.jpeg_quality = list(labels), jpeg_quality
+        self._page = PAGE.format(title=_escape(title)).encode()
+        self._latest: _Latest | None = None
+        self._encoded: tuple[int, bytes] | None = None
+        self._condition = threading.Condition()
+        self._closed = False
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="emoray-preview", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "PreviewServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def publish(self, sequence: int, image: np.ndarray, xyxy: np.ndarray, probabilities: np.ndarray,
+                track_ids: np.ndarray, state: dict) -> None:
+        """Make this frame (RGB), its faces (boxes in its pixels) and ``state`` (for /faces.json) the newest."""
+        with self._condition:
+            self._latest = _Latest(sequence, image, xyxy, probabilities, track_ids, state)
+            self._condition.notify_all()
+
+    def _state(self) -> dict:
+        with self._condition:
+            return self._latest.state if self._latest else {"frame": None, "latency_ms": 0.0, "faces": []}
+
+    def _jpeg(self, after: int | None, timeout: float = 5.0) -> tuple[int, bytes] | None:
+        """The JPEG of the newest frame newer than ``after`` (waits for one), encoded once per frame."""
+        with self._condition:
+            newer = lambda: self._closed or (self._latest is not None and self._latest.sequence != after)
+            if not self._condition.wait_for(newer, timeout) or self._closed:
+                return None
+            latest = self._latest
+            if self._encoded and self._encoded[0] == latest.sequence:
+                return self._encoded
+        drawn = draw_faces(latest.image, latest.xyxy, latest.probabilities, self.labels, latest.track_ids)
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        with self._condition:
+            self._encoded = (latest.sequence, data.tobytes())
+            return self._encoded
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        preview = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("preview: " + format, *args)
+
+            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+                path = self.path.split("?")[0]
+                if path == "/":
+                    self._send(200, "text/html; charset=utf-8", preview._page)
+                elif path == "/faces.json":
+                    self._send(200, "application/json", json.dumps(preview._state()).encode())
+                elif path == "/frame.jpg":
+                    frame = preview._jpeg(None)
+                    self._send(200, "image/jpeg", frame[1]) if frame else self._send(503, "text/plain", b"no frame yet")
+                elif path == "/stream.mjpg":
+                    self._stream()
+                else:
+                    self._send(404, "text/plain", b"not found")
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                sequence = None
+                try:
+                    while not preview._closed:
+                        frame = preview._jpeg(sequence)
+                        if frame is None:
+                            continue  # no new frame yet (e.g. the camera is reconnecting): keep the viewer
+                        sequence, data = frame
+                        self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                                         f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the viewer went away
+
+        return Handler
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
