@@ -75,7 +75,7 @@ def _annotated_path(out: Path, relative: Path) -> Path:
     return out / "annotated" / relative.with_suffix(".mp4")
 
 
-@ray.remote
+@ray.remote(max_retries=3, scheduling_strategy="SPREAD")
 def annotate(source: str, destination: str, faces_file: str, sample_fps: float | None, labels: list[str]) -> int:
     """Draw the results onto the processed frames and encode the annotated MP4 (input audio kept)."""
     import pyarrow.parquet as pq
@@ -101,7 +101,8 @@ class BatchJob:
         inputs = discover(list(self.spec.inputs), glob=self.spec.glob)
         self.outcomes = [VideoOutcome(str(p), None, FAILED, error=f"{p}: no such file or directory")
                          for p in missing_inputs(list(self.spec.inputs))]
-        self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources())
+        self.plan = plan = ClusterPlan.for_cluster(
+            ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
         detectors, classifier = start_actors(self.options, plan)
         classifier_info = ray.get(classifier.info.remote())
         detector_id = ray.get(detectors[0].info.remote())["model_id"]
@@ -182,7 +183,7 @@ class BatchJob:
     def _start(self, video: _Video, ref: ray.ObjectRef) -> bool:
         try:
             video.info, segments = ray.get(ref)
-        except (EmorayError, ray.exceptions.RayTaskError) as error:
+        except (EmorayError, ray.exceptions.RayError) as error:  # RayError: also a node or worker lost past retries
             self._fail(video, error)
             return False
         video.segments = deque(segments)
@@ -195,7 +196,7 @@ class BatchJob:
         segment, ref = video.submitted.popleft()
         try:
             result: SegmentResult = ray.get(ref)
-        except (EmorayError, ray.exceptions.RayTaskError) as error:
+        except (EmorayError, ray.exceptions.RayError) as error:
             self._fail(video, error)
             return
         video.writer.write(result)
@@ -242,7 +243,7 @@ class BatchJob:
     def _finish_annotation(self, video: _Video) -> None:
         try:
             ray.get(video.annotate_ref)
-        except (EmorayError, ray.exceptions.RayTaskError) as error:
+        except (EmorayError, ray.exceptions.RayError) as error:
             self._record(video, f"annotated video: {_message(error, video.path)}")
             return
         self._record(video)

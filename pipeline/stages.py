@@ -26,6 +26,8 @@ from pipeline.results import SegmentResult
 from pipeline.sources.file import DecodedFrame, VideoInfo, iter_frames
 
 IN_FLIGHT_PER_SEGMENT = 2
+# a model actor lost with its node is restarted elsewhere, and the calls in flight are retried on it
+ACTOR_FAULT_TOLERANCE = {"max_restarts": 4, "max_task_retries": -1}
 
 
 @dataclass(frozen=True)
@@ -40,37 +42,49 @@ class ClusterPlan:
     max_segments_in_flight: int
 
     @classmethod
-    def for_cluster(cls, resources: dict) -> "ClusterPlan":
+    def for_cluster(cls, resources: dict, node_cpus: list[float] | None = None) -> "ClusterPlan":
         """Size actors and tasks to the cluster's CPUs and GPUs (Ray's ``cluster_resources()``).
 
         On a small CPU-only machine the detector gets most cores and decode tasks take half a CPU
-        each: with the default one CPU per task the decode stage would starve and stall.
+        each: with the default one CPU per task the decode stage would starve and stall. On a
+        cluster of several nodes (``node_cpus``: the CPUs of each), a detector never asks for more
+        CPUs than the largest node has, else it could be placed nowhere, and every node decodes.
         """
         cpus, gpus = float(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         if gpus:
             return cls(gpus, {"num_cpus": 1, "num_gpus": 0.5}, 2, {"num_cpus": 0.5, "num_gpus": 0.5},
                        1.0, max(2, int(cpus) - 2 * gpus))
+        largest = max(node_cpus) if node_cpus else cpus
         detectors = max(1, int(cpus) // 8)
         threads = max(1, int(cpus) // detectors - 1) if cpus > 4 else max(1, int(cpus))
+        threads = min(threads, max(1, int(largest) - 1 if largest > 4 else int(largest)))
         detector_cpus = 1.0 if cpus <= 4 else float(threads)
         segment_cpus = 0.5 if cpus <= 4 else 1.0
         free = max(segment_cpus, cpus - detectors * detector_cpus - 0.25)
         # on a few cores a second decode task only competes with the detector's threads (measured: slower)
         in_flight = detectors if cpus <= 4 else max(2, int(free / segment_cpus))
+        # but on several nodes each decodes: one segment in flight per node at least (spread by Ray)
+        in_flight = max(in_flight, sum(1 for n in node_cpus or () if n >= segment_cpus))
         return cls(detectors, {"num_cpus": detector_cpus}, threads, {"num_cpus": 0.25}, segment_cpus, in_flight)
 
 
 def start_actors(options: RunOptions, plan: ClusterPlan) -> tuple[list, ray.actor.ActorHandle]:
-    """Detector actors (as many as the plan says) and one classifier actor, with the job's weights."""
+    """Detector actors (as many as the plan says) and one classifier actor, with the job's weights.
+
+    The actors hold no state but their weights, so Ray restarts one lost with its node on another
+    node and retries the calls that were in flight (``ACTOR_FAULT_TOLERANCE``); detectors are
+    spread over the nodes.
+    """
     device = options.device
     detectors = [
-        ray.remote(FaceDetector).options(**plan.detector_resources).remote(
+        ray.remote(FaceDetector).options(
+            **plan.detector_resources, **ACTOR_FAULT_TOLERANCE, scheduling_strategy="SPREAD").remote(
             options.detector, device=device, score_threshold=options.score_threshold, det_size=None,
             num_threads=plan.detector_threads,
         )
         for _ in range(plan.detectors)
     ]
-    classifier = ray.remote(EmotionClassifier).options(**plan.classifier_resources).remote(
+    classifier = ray.remote(EmotionClassifier).options(**plan.classifier_resources, **ACTOR_FAULT_TOLERANCE).remote(
         options.emotion_model, device=device, num_threads=1
     )
     return detectors, classifier
@@ -84,7 +98,7 @@ def detector_input_size(info: VideoInfo, det_size: int | None) -> tuple[int, int
     return max(1, round(info.width * scale)), max(1, round(info.height * scale))
 
 
-@ray.remote(max_retries=3)
+@ray.remote(max_retries=3, scheduling_strategy="SPREAD")  # retried when its node is lost; over every node with CPUs
 def process_segment(
     path: str,
     info: VideoInfo,
