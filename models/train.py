@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import ray
@@ -122,7 +124,7 @@ def _train_loop(loop_config: dict) -> None:
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
-            total_loss += float(loss) * len(index)
+            total_loss += loss.item() * len(index)
             seen += len(index)
             correct += int((logits.argmax(-1) == labels).sum())
         probabilities = predict(model, val_images, device)
@@ -146,12 +148,33 @@ def _train_loop(loop_config: dict) -> None:
             break
 
 
+def _watch_epochs(state_path: Path, on_epoch: Callable[[dict], None], stop: threading.Event,
+                  reported: int) -> None:
+    """Call ``on_epoch`` with each new epoch's metrics as rank 0 saves its state (the driver's progress display)."""
+    seen_mtime, stopping = None, False
+    while not stopping:
+        stopping = stop.wait(1.0)  # one last look after training ends, for the final epoch
+        try:
+            mtime = state_path.stat().st_mtime
+            if mtime == seen_mtime:
+                continue
+            seen_mtime = mtime
+            history = torch.load(state_path, map_location="cpu", weights_only=True)["state"]["history"]
+        except (OSError, RuntimeError, KeyError, EOFError):
+            continue  # not written yet, or being replaced
+        for metrics in history[reported:]:
+            on_epoch(metrics)
+        reported = max(reported, len(history))
+
+
 def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, output: str | Path, *,
-          resume: bool = False, init_state: dict | None = None, command: str = "") -> dict:
+          resume: bool = False, init_state: dict | None = None, command: str = "",
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train on ``train_set``, select on ``val_set``, write the emoray checkpoint to ``output``.
 
     The resumable state lives beside the output (``<output>.state.pt``); ``resume`` continues from
-    its last completed epoch. Returns the metrics recorded in the checkpoint.
+    its last completed epoch. ``on_epoch`` gets each epoch's metrics (loss, train and val accuracy,
+    best val accuracy, seconds) as training goes. Returns the metrics recorded in the checkpoint.
     """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -177,7 +200,19 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
                                      resources_per_worker={"CPU": worker_cpus}),
         run_config=RunConfig(name=output.stem, storage_path=str(Path(tempfile.gettempdir()) / "emoray-train")),
     )
-    result = trainer.fit()
+    stop_watching = threading.Event()
+    watcher = None
+    if on_epoch is not None:
+        done = len(torch.load(state_path, map_location="cpu", weights_only=True)["state"]["history"]) \
+            if resume and state_path.exists() else 0
+        watcher = threading.Thread(target=_watch_epochs, args=(state_path, on_epoch, stop_watching, done), daemon=True)
+        watcher.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop_watching.set()
+        if watcher is not None:
+            watcher.join()
     if result.error:
         raise result.error
     saved = torch.load(state_path, map_location="cpu", weights_only=True)["state"]

@@ -451,8 +451,14 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
         if init_state is not None and payload["preprocess"]["input_size"] != config.input_size:
             config = replace(config, input_size=payload["preprocess"]["input_size"])
         connect(address)
+
+        def show(epoch: dict) -> None:
+            click.echo(f"epoch {epoch['epoch']:>3}/{config.epochs}  loss {epoch['loss']:.4f}  "
+                       f"train acc {epoch['train_accuracy']:.4f}  val acc {epoch['val_accuracy']:.4f}  "
+                       f"best {epoch['best_val_accuracy']:.4f}  {epoch['seconds']:.0f} s", err=True)
+
         metrics = run_training(splits["train"], splits["val"], config, output, resume=resume, init_state=init_state,
-                               command=" ".join(["emoray", *sys.argv[1:]]))
+                               command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
     except EmorayError as error:
         click.echo(f"emoray: {error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -491,6 +497,10 @@ def evaluate_command(data, model, split, tta, output, as_json):
         click.echo(f"emoray: {error}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(json.dumps(result, indent=2) if as_json else format_text(result))
+
+from pipeline.cli_cluster import register as _register_cluster_commands  # noqa: E402  submit, status, logs, stop
+
+_register_cluster_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -44,8 +44,11 @@ def test_a_short_ray_train_run_beats_chance_and_round_trips(local_ray, own_faces
 
     parts = stratified_split(splits["all"], seed=0)
     output = tmp_path / "own.pt"
-    metrics = train(parts["train"], parts["val"], TrainConfig(epochs=8, batch_size=64, lr=0.05), output)
+    shown = []
+    metrics = train(parts["train"], parts["val"], TrainConfig(epochs=8, batch_size=64, lr=0.05), output,
+                    on_epoch=shown.append)
     assert metrics["epochs_run"] == 8 and len(metrics["history"]) == 8
+    assert shown == metrics["history"]  # the progress display saw every epoch, once, in order
     classifier = EmotionClassifier(output, device="cpu")
     held_back = evaluate(classifier, parts["test"])
     assert held_back["accuracy"] > 0.6  # two classes: chance is 0.5
