@@ -1,0 +1,350 @@
+"""Fixtures for live-mode tests: a real RTSP camera on 127.0.0.1 and a real headless browser.
+
+RTSP camera (``tools/rtsp_server.py``, GStreamer's RTSP server under the system ``/usr/bin/python3``):
+
+    def test_something(rtsp_server_factory):
+        server = rtsp_server_factory(shared("videos/WolfgangLanger_Pexels.mp4"))  # started
+        with av.open(server.url, options=PYAV_RTSP_OPTIONS) as container: ...
+        server.restart()              # same port, same URL: a camera that rebooted
+        server.freeze() / server.thaw()   # SIGSTOP/SIGCONT: a camera that hangs with the socket open
+        server.stop()                 # SIGTERM to its process group, then wait (SIGKILL after 5 s)
+
+or ``with RtspServer(video) as server:`` (stopped on leaving the block). Everything a factory started is
+stopped at teardown. The stream is camera-like: one shared live stream for all clients, the clip looped
+forever at its frame rate, a client joins at the live position and its first frame is the next keyframe.
+
+Browser: ``render_page(url) -> (dom_html, screenshot_png_path)`` runs Debian's Chromium headless.
+
+Both skip with the reason when what they need is absent (``make system-deps`` installs it; the clips
+come from ../shared/data).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_DATA, shared  # noqa: F401  (SHARED_DATA re-exported for live tests)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SERVER_SCRIPT = PROJECT_ROOT / "tools" / "rtsp_server.py"
+
+# What a PyAV client of the test camera should pass (FFmpeg 8): TCP interleaving, a 5 s socket timeout in
+# microseconds (without it a frozen camera blocks forever) and a tiny probe (first frame ~0.05 s after
+# the first keyframe instead of ~0.9 s).
+PYAV_RTSP_OPTIONS = {"rtsp_transport": "tcp", "timeout": "5000000", "probesize": "32"}
+
+# Shared clips that the server serves (H.264 starting with an IDR frame), with what a client decodes.
+# Not served: face_noface.mov (HEVC) and no_face.mp4 (its only I-frame is not an IDR frame: FFmpeg
+# decodes nothing from it over RTSP; the server refuses it with that reason).
+RTSP_CLIPS = {
+    "videos/WolfgangLanger_Pexels.mp4": {"size": (640, 360), "fps": 24000 / 1001, "keyframe_every_s": 3.0},
+    "videos/single_face.mp4": {"size": (640, 360), "fps": 30.0, "keyframe_every_s": 2.4},
+    "videos/two_faces.mp4": {"size": (480, 270), "fps": 12.017, "keyframe_every_s": 4.66},
+    "videos/three_faces_walking.mp4": {"size": (480, 270), "fps": 12.023, "keyframe_every_s": 3.41},
+}
+
+_CHECK_GSTREAMER = """
+import gi
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtspServer
+Gst.init(None)
+missing = [e for e in ("qtdemux", "h264parse", "rtph264pay", "appsrc", "appsink") if not Gst.ElementFactory.find(e)]
+assert not missing, "GStreamer elements missing: " + " ".join(missing)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def rtsp_server_missing() -> str | None:
+    """Why the RTSP test server cannot run here, or None when it can."""
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} is absent: the RTSP test server needs the system interpreter's PyGObject"
+    check = subprocess.run([SYSTEM_PYTHON, "-c", _CHECK_GSTREAMER], capture_output=True, text=True)
+    if check.returncode != 0:
+        last = (check.stderr.strip().splitlines() or ["failed"])[-1]
+        return f"GStreamer's RTSP server is not usable from {SYSTEM_PYTHON} ({last}); `make system-deps` installs it"
+    return None
+
+
+def require_rtsp_server() -> None:
+    """Skips the calling test with the reason when the RTSP test server cannot run here."""
+    reason = rtsp_server_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+class RtspServer:
+    """``tools/rtsp_server.py`` serving ``video`` at ``rtsp://127.0.0.1:PORT/stream`` as a child process.
+
+    ``port=0`` binds a free port at the first ``start()``; later starts (``restart()``) reuse that port,
+    so a client's URL stays valid. The server runs in its own process group and is stopped by it.
+    Its stderr goes to ``self.log_path`` (shown in errors).
+    """
+
+    def __init__(self, video: str | os.PathLike, port: int = 0, path: str = "/stream",
+                 ready_timeout: float = 20.0):
+        self.video = Path(video)
+        self.port = port
+        self.path = path
+        self.ready_timeout = ready_timeout
+        self.url: str | None = None
+        self.process: subprocess.Popen | None = None
+        self.started_at: float | None = None  # time.monotonic() when the last start() saw READY
+        self._log_dir = Path(tempfile.mkdtemp(prefix="rtsp-server-"))
+        self.log_path = self._log_dir / "server.log"
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Starts the server and returns its URL once it accepts clients (raises RuntimeError if not)."""
+        if self.running:
+            return self.url
+        require_rtsp_server()
+        command = [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), str(self.video), "--port", str(self.port),
+                   "--path", self.path]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                                            cwd=PROJECT_ROOT, start_new_session=True)
+        line = self._read_ready_line()
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"the RTSP server for {self.video} did not start ({line or 'no READY line'}):\n"
+                               f"{self.log()}")
+        self.url = line.split()[1]
+        self.port = int(self.url.split(":")[2].split("/")[0])
+        self.started_at = time.monotonic()
+        return self.url
+
+    def _read_ready_line(self) -> str:
+        deadline = time.monotonic() + self.ready_timeout
+        data = b""
+        fd = self.process.stdout.fileno()
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return f"no READY line within {self.ready_timeout:.0f} s"
+            readable, _, _ = select.select([fd], [], [], min(left, 0.2))
+            if readable:
+                chunk = os.read(fd, 4096)
+                if not chunk:  # the server exited
+                    return f"exit status {self.process.wait()}"
+                data += chunk
+        return data.split(b"\n", 1)[0].decode(errors="replace").strip()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops the server (SIGTERM to its process group; SIGKILL after ``timeout``) and waits for it."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            self._signal(process, signal.SIGCONT)  # a frozen server cannot handle SIGTERM
+            self._signal(process, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(process, signal.SIGKILL)
+                process.wait()
+        process.stdout.close()
+
+    def kill(self) -> None:
+        """Kills the server at once (SIGKILL), like a camera losing power; ``start()`` brings it back."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        self._signal(process, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+
+    def restart(self) -> str:
+        """Stops and starts the server on the same port; returns the (same) URL."""
+        self.stop()
+        return self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but sends nothing (a hung camera)."""
+        self._signal(self.process, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze()``: the stream resumes where the clock now is."""
+        self._signal(self.process, signal.SIGCONT)
+
+    @staticmethod
+    def _signal(process: subprocess.Popen | None, signum: int) -> None:
+        if process is None:
+            return
+        try:
+            os.killpg(process.pid, signum)  # the server's own group (start_new_session): nothing else
+        except ProcessLookupError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._log_dir, ignore_errors=True)
+
+    def __enter__(self) -> "RtspServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RtspServer({str(self.video)!r}, url={self.url!r}, running={self.running})"
+
+
+@pytest.fixture
+def rtsp_server_factory():
+    """``make(video, port=0, path="/stream", start=True) -> RtspServer``; all are stopped at teardown."""
+    require_rtsp_server()
+    servers: list[RtspServer] = []
+
+    def make(video: str | os.PathLike, port: int = 0, path: str = "/stream", start: bool = True) -> RtspServer:
+        server = RtspServer(video, port=port, path=path)
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def rtsp_server(rtsp_server_factory):
+    """A started server looping the Wolfgang clip (640x360, 23.98 fps, a keyframe every 3 s)."""
+    return rtsp_server_factory(shared("videos/WolfgangLanger_Pexels.mp4"))
+
+
+@pytest.fixture(scope="session")
+def clip_720p(tmp_path_factory) -> Path:
+    """A 1280x720 H.264 MP4 (High profile with B-frames, 23.98 fps, IDR every 24 frames, 5 s, no audio).
+
+    No shared clip is 720p; this one is the Wolfgang clip scaled up and encoded with PyAV's libx264
+    (about 2 s on 2 busy cores). The short GOP makes a client's first frame come within 1 s.
+    """
+    import av
+
+    source = shared("videos/WolfgangLanger_Pexels.mp4")
+    path = tmp_path_factory.mktemp("clips") / "wolfgang_720p.mp4"
+    rate = Fraction(24000, 1001)
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=rate,
+                                options={"preset": "veryfast", "g": "24", "keyint_min": "24", "crf": "28"})
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.time_base = 1 / rate
+        for index, frame in enumerate(inp.decode(video=0)):
+            if index == 120:
+                break
+            scaled = frame.reformat(width=1280, height=720, format="yuv420p")
+            scaled.pts, scaled.time_base = index, 1 / rate
+            out.mux(stream.encode(scaled))
+        out.mux(stream.encode(None))
+    return path
+
+
+# -- headless Chromium ------------------------------------------------------------------------------
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render_page(url: str, timeout: float = 10.0, *, screenshot: str | os.PathLike | None = None,
+                virtual_time_budget: float | None = None,
+                window_size: tuple[int, int] = (1280, 800)) -> tuple[str, Path]:
+    """Loads ``url`` in headless Chromium; returns (the DOM as HTML after the load, a PNG screenshot).
+
+    One run of ``chromium --headless --no-sandbox --disable-gpu --timeout=MS --dump-dom
+    --screenshot=PNG URL`` (Debian's Chromium 156; --headless is the new headless mode there): about
+    2 s on 2 busy cores for a page that loads, ``timeout`` + ~1.5 s for one that never finishes loading.
+
+    Which flags make it return on a page with a live MJPEG ``<img>`` (multipart/x-mixed-replace that
+    never ends), measured here:
+
+    - An MJPEG stream that delivers frames is harmless: the image's ``load`` event fires with the first
+      part, the page's load completes, and even plain ``--dump-dom`` returns (~2 s) with the current
+      frame in the screenshot.
+    - An image whose stream never delivers a first frame (or a request that never answers) keeps the
+      page loading: plain ``--dump-dom`` / ``--screenshot`` never return. ``--timeout=MS`` bounds it:
+      after MS ms Chromium stops loading, then dumps the DOM and takes the screenshot (a broken-image
+      placeholder where the stream would be).
+    - ``--virtual-time-budget=MS`` runs the page's timers for MS ms of fast-forwarded time after the
+      load (so a ``setInterval`` that fills in numbers has run before the dump; without it the DOM is
+      taken at the load event), but virtual time stands still while any fetch is pending, and
+      ``--timeout`` does not cancel every fetch: with a never-answered ``/favicon.ico`` (or a stalled
+      stream) Chromium then never returns. So it is off by default (``virtual_time_budget=None``);
+      pass seconds only for pages whose every request completes (answer /favicon.ico with 404).
+
+    A hard limit of ``timeout`` + 60 s kills Chromium's process group (and raises) should it hang anyway.
+    Skips the calling test when Chromium is absent.
+    """
+    chromium = chromium_path()
+    if chromium is None:
+        pytest.skip("chromium is not installed (`make system-deps` installs Debian's chromium)")
+    work = Path(tempfile.mkdtemp(prefix="chromium-"))
+    png = Path(screenshot) if screenshot is not None else work / "screenshot.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+        "--no-default-browser-check", "--disable-extensions", "--mute-audio",
+        f"--user-data-dir={work / 'profile'}", f"--window-size={window_size[0]},{window_size[1]}",
+        f"--timeout={int(timeout * 1000)}", "--dump-dom", f"--screenshot={png}", url,
+    ]
+    if virtual_time_budget is not None:
+        command.insert(-3, f"--virtual-time-budget={int(virtual_time_budget * 1000)}")
+    env = dict(os.environ, HOME=str(work))  # nothing in the real home; no D-Bus session to find
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               env=env, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        shutil.rmtree(work / "profile", ignore_errors=True)
+        raise RuntimeError(f"chromium did not return within {timeout + 60:.0f} s for {url}")
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # any helper process left behind in its group
+    except ProcessLookupError:
+        pass
+    shutil.rmtree(work / "profile", ignore_errors=True)
+    if process.returncode != 0 or not png.exists():
+        raise RuntimeError(f"chromium failed for {url} (exit status {process.returncode}):\n"
+                           f"{err.decode(errors='replace')[-3000:]}")
+    return out.decode(errors="replace"), png
+
+
+@pytest.fixture
+def chromium(tmp_path):
+    """``render(url, timeout=10.0, **kw) -> (dom_html, png_path)``, screenshots in the test's tmp_path."""
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (`make system-deps` installs Debian's chromium)")
+    counter = iter(range(1_000_000))
+
+    def render(url: str, timeout: float = 10.0, **kwargs) -> tuple[str, Path]:
+        kwargs.setdefault("screenshot", tmp_path / f"page-{next(counter)}.png")
+        return render_page(url, timeout, **kwargs)
+
+    return render
