@@ -35,7 +35,7 @@ PAGE = """<!doctype html>
 </style></head>
 <body><h1>emoray live</h1><p id="status">{title}</p>
 <main><img id="picture" src="/stream.mjpg" alt="live annotated picture">
-<section><h2>Faces</h2><ul id="faces"></ul></section></main>
+<section><h2>Faces</h2><ul id="faces">{faces}</ul></section></main>
 <script>
 const picture = document.getElementById("picture");
 picture.addEventListener("load", () => {{
@@ -79,7 +79,7 @@ class PreviewServer:
 
     def __init__(self, host: str, port: int, labels: list[str], title: str, jpeg_quality: int = 80) -> None:
         self.labels, self.jpeg_quality = list(labels), jpeg_quality
-        self._page = PAGE.format(title=_escape(title)).encode()
+        self._title = _escape(title)
         self._latest: _Latest | None = None
         self._encoded: tuple[int, bytes] | None = None
         self._condition = threading.Condition()
@@ -111,6 +111,12 @@ class PreviewServer:
             self._latest = _Latest(sequence, image, xyxy, probabilities, track_ids, state)
             self._condition.notify_all()
 
+    def _page(self) -> bytes:
+        """The page with the current faces already listed (the script keeps the list fresh)."""
+        items = "".join(f'<li class="face">#{face["track_id"]} {_escape(face["emotion"])} {face["emotion_score"]:.2f}</li>'
+                        for face in self._state()["faces"])
+        return PAGE.format(title=self._title, faces=items).encode()
+
     def _state(self) -> dict:
         with self._condition:
             return self._latest.state if self._latest else {"frame": None, "latency_ms": 0.0, "faces": []}
@@ -140,7 +146,7 @@ class PreviewServer:
             def do_GET(self) -> None:  # noqa: N802 (the http.server name)
                 path = self.path.split("?")[0]
                 if path == "/":
-                    self._send(200, "text/html; charset=utf-8", preview._page)
+                    self._send(200, "text/html; charset=utf-8", preview._page())
                 elif path == "/faces.json":
                     self._send(200, "application/json", json.dumps(preview._state()).encode())
                 elif path == "/frame.jpg":

@@ -1,6 +1,6 @@
 """Fixtures for live-mode tests: a real RTSP camera on 127.0.0.1 and a real headless browser.
 
-RTSP camera (``tools/rtsp_server.py``, GStreamer's RTSP server under the system ``/usr/bin/python3``):
+RTSP camera (``pipeline/rtsp_server.py`` running ``pipeline/gst_rtsp_server.py``, GStreamer's RTSP server under the system ``/usr/bin/python3``):
 
     def test_something(rtsp_server_factory):
         server = rtsp_server_factory(shared("videos/WolfgangLanger_Pexels.mp4"))  # started
@@ -21,24 +21,20 @@ come from ../shared/data).
 
 from __future__ import annotations
 
-import functools
 import os
-import select
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from pipeline.rtsp_server import RtspServer, rtsp_server_missing
 from tests.conftest import SHARED_DATA, shared  # noqa: F401  (SHARED_DATA re-exported for live tests)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SERVER_SCRIPT = PROJECT_ROOT / "tools" / "rtsp_server.py"
 
 # What a PyAV client of the test camera should pass (FFmpeg 8): TCP interleaving, a 5 s socket timeout in
 # microseconds (without it a frozen camera blocks forever) and a tiny probe (first frame ~0.05 s after
@@ -55,163 +51,11 @@ RTSP_CLIPS = {
     "videos/three_faces_walking.mp4": {"size": (480, 270), "fps": 12.023, "keyframe_every_s": 3.41},
 }
 
-_CHECK_GSTREAMER = """
-import gi
-gi.require_version("Gst", "1.0")
-gi.require_version("GstRtspServer", "1.0")
-from gi.repository import Gst, GstRtspServer
-Gst.init(None)
-missing = [e for e in ("qtdemux", "h264parse", "rtph264pay", "appsrc", "appsink") if not Gst.ElementFactory.find(e)]
-assert not missing, "GStreamer elements missing: " + " ".join(missing)
-"""
-
-
-@functools.lru_cache(maxsize=None)
-def rtsp_server_missing() -> str | None:
-    """Why the RTSP test server cannot run here, or None when it can."""
-    if not Path(SYSTEM_PYTHON).exists():
-        return f"{SYSTEM_PYTHON} is absent: the RTSP test server needs the system interpreter's PyGObject"
-    check = subprocess.run([SYSTEM_PYTHON, "-c", _CHECK_GSTREAMER], capture_output=True, text=True)
-    if check.returncode != 0:
-        last = (check.stderr.strip().splitlines() or ["failed"])[-1]
-        return f"GStreamer's RTSP server is not usable from {SYSTEM_PYTHON} ({last}); `make system-deps` installs it"
-    return None
-
-
 def require_rtsp_server() -> None:
     """Skips the calling test with the reason when the RTSP test server cannot run here."""
     reason = rtsp_server_missing()
     if reason:
         pytest.skip(reason)
-
-
-class RtspServer:
-    """``tools/rtsp_server.py`` serving ``video`` at ``rtsp://127.0.0.1:PORT/stream`` as a child process.
-
-    ``port=0`` binds a free port at the first ``start()``; later starts (``restart()``) reuse that port,
-    so a client's URL stays valid. The server runs in its own process group and is stopped by it.
-    Its stderr goes to ``self.log_path`` (shown in errors).
-    """
-
-    def __init__(self, video: str | os.PathLike, port: int = 0, path: str = "/stream",
-                 ready_timeout: float = 20.0):
-        self.video = Path(video)
-        self.port = port
-        self.path = path
-        self.ready_timeout = ready_timeout
-        self.url: str | None = None
-        self.process: subprocess.Popen | None = None
-        self.started_at: float | None = None  # time.monotonic() when the last start() saw READY
-        self._log_dir = Path(tempfile.mkdtemp(prefix="rtsp-server-"))
-        self.log_path = self._log_dir / "server.log"
-
-    # -- life cycle ----------------------------------------------------------------------------------
-    def start(self) -> str:
-        """Starts the server and returns its URL once it accepts clients (raises RuntimeError if not)."""
-        if self.running:
-            return self.url
-        require_rtsp_server()
-        command = [SYSTEM_PYTHON, str(RTSP_SERVER_SCRIPT), str(self.video), "--port", str(self.port),
-                   "--path", self.path]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                                            cwd=PROJECT_ROOT, start_new_session=True)
-        line = self._read_ready_line()
-        if not line.startswith("READY "):
-            self.stop()
-            raise RuntimeError(f"the RTSP server for {self.video} did not start ({line or 'no READY line'}):\n"
-                               f"{self.log()}")
-        self.url = line.split()[1]
-        self.port = int(self.url.split(":")[2].split("/")[0])
-        self.started_at = time.monotonic()
-        return self.url
-
-    def _read_ready_line(self) -> str:
-        deadline = time.monotonic() + self.ready_timeout
-        data = b""
-        fd = self.process.stdout.fileno()
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return f"no READY line within {self.ready_timeout:.0f} s"
-            readable, _, _ = select.select([fd], [], [], min(left, 0.2))
-            if readable:
-                chunk = os.read(fd, 4096)
-                if not chunk:  # the server exited
-                    return f"exit status {self.process.wait()}"
-                data += chunk
-        return data.split(b"\n", 1)[0].decode(errors="replace").strip()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stops the server (SIGTERM to its process group; SIGKILL after ``timeout``) and waits for it."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            self._signal(process, signal.SIGCONT)  # a frozen server cannot handle SIGTERM
-            self._signal(process, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(process, signal.SIGKILL)
-                process.wait()
-        process.stdout.close()
-
-    def kill(self) -> None:
-        """Kills the server at once (SIGKILL), like a camera losing power; ``start()`` brings it back."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        self._signal(process, signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
-
-    def restart(self) -> str:
-        """Stops and starts the server on the same port; returns the (same) URL."""
-        self.stop()
-        return self.start()
-
-    def freeze(self) -> None:
-        """SIGSTOP: the server keeps its sockets open but sends nothing (a hung camera)."""
-        self._signal(self.process, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        """SIGCONT after ``freeze()``: the stream resumes where the clock now is."""
-        self._signal(self.process, signal.SIGCONT)
-
-    @staticmethod
-    def _signal(process: subprocess.Popen | None, signum: int) -> None:
-        if process is None:
-            return
-        try:
-            os.killpg(process.pid, signum)  # the server's own group (start_new_session): nothing else
-        except ProcessLookupError:
-            pass
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        """What the server wrote to stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self._log_dir, ignore_errors=True)
-
-    def __enter__(self) -> "RtspServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"RtspServer({str(self.video)!r}, url={self.url!r}, running={self.running})"
 
 
 @pytest.fixture

@@ -1,0 +1,195 @@
+"""Live mode against a real RTSP server on 127.0.0.1 serving shared clips: results, reconnects, failures, preview."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import pyarrow.parquet as pq
+import pytest
+
+from models.datasets import FER_LABELS
+from pipeline.live import LiveOptions, LiveSession, LocalModels
+from pipeline.query import connect as query_connect
+from pipeline.rtsp_server import RtspServer
+from pipeline.sources.live import LiveReader, LiveSourceOptions
+from tests.conftest import shared
+from tests.live.conftest import require_rtsp_server
+
+EMORAY = [sys.executable, "-m", "pipeline.cli"]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def rtsp_clip():
+    """A shared clip with one face all along (H.264), for the RTSP server."""
+    require_rtsp_server()
+    return shared("videos/WolfgangLanger_Pexels.mp4")
+
+
+def start_live(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*EMORAY, "live", *args], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def read_records(process: subprocess.Popen, count: int, timeout: float) -> list[dict]:
+    """The next ``count`` JSON-lines records from a live process (fewer when it ends or time runs out)."""
+    records: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(records) < count and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        records.append(json.loads(line))
+    return records
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[list[dict], dict, str]:
+    """Wait for a live process; returns its remaining records, its --json summary, and stderr."""
+    out, err = process.communicate(timeout=timeout)
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    summary = lines[-1] if lines and "processed" in lines[-1] else {}
+    return [line for line in lines if "frame" in line], summary, err
+
+
+def test_results_arrive_with_faces_and_sigterm_flushes_parquet(rtsp_clip, tmp_path):
+    out = tmp_path / "out"
+    with RtspServer(rtsp_clip) as server:
+        process = start_live(server.url, "-o", str(out), "--jsonl", "--json", "--roll-seconds", "2")
+        try:
+            records = read_records(process, 40, timeout=90)
+            process.send_signal(signal.SIGTERM)
+            rest, summary, err = finish(process)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    records += rest
+    assert process.returncode == 0, err
+    assert len(records) >= 40
+    with_face = [r for r in records if r["faces"]]
+    assert len(with_face) >= 0.9 * len(records)  # the clip shows one face all along
+    assert all(0 < r["latency_ms"] < 5000 for r in records)
+    captures = [r["capture_time"] for r in records]
+    assert captures == sorted(captures) and abs(captures[-1] - time.time()) < 60
+    face = with_face[-1]["faces"][0]
+    assert face["emotion"] in face["probabilities"] and abs(sum(face["probabilities"].values()) - 1) < 0.01
+    # the summary adds up: every received frame was processed, dropped, or was the last one in flight
+    assert summary["processed"] == len(records)
+    assert summary["received"] - summary["processed"] - summary["dropped"] in (0, 1)
+    assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["max"]
+    # SIGTERM wrote what was buffered: the Parquet parts hold exactly the faces streamed as JSON lines
+    faces = query_connect(out).sql("SELECT count(*), count(DISTINCT video_id), min(latency_ms) > 0 FROM faces").fetchall()[0]
+    assert faces == (sum(len(r["faces"]) for r in records), 1, True)
+    frames = query_connect(out).sql("SELECT count(*) FROM frames").fetchall()[0][0]
+    assert frames == len(records)
+    schema = pq.read_schema(next((out / "faces").glob("video_id=*/part-*.parquet")))
+    assert {"capture_time", "latency_ms", "track_id", "emotion", "p_happy", "x1"} <= set(schema.names)
+
+
+def test_server_killed_and_restarted_live_mode_carries_on(rtsp_clip, tmp_path):
+    out = tmp_path / "out"
+    with RtspServer(rtsp_clip) as server:
+        process = start_live(server.url, "-o", str(out), "--jsonl", "--json", "--roll-seconds", "1",
+                             "--max-retries", "8", "--duration", "60")
+        try:
+            before = read_records(process, 20, timeout=90)
+            server.stop()
+            time.sleep(3)  # the camera is gone for a while; parts already written must stay
+            written = sorted((out / "faces").glob("video_id=*/part-*.parquet"))
+            server.start()  # same port
+            restarted = time.time()
+            after = read_records(process, 20, timeout=60)
+            process.send_signal(signal.SIGTERM)
+            rest, summary, err = finish(process)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err
+    assert len(before) == 20 and written
+    assert len([r for r in after if r["capture_time"] > restarted and r["faces"]]) >= 15
+    assert summary["reconnects"] >= 1
+    assert all(path.exists() for path in written)  # nothing already written is lost
+    rows = query_connect(out).sql("SELECT count(*) FROM frames").fetchall()[0][0]
+    assert rows == summary["processed"] == len(before) + len(after) + len(rest)
+
+
+def test_unreachable_url_fails_cleanly_within_the_retry_budget(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"rtsp://127.0.0.1:{probe.getsockname()[1]}/stream"
+    started = time.monotonic()
+    result = subprocess.run([*EMORAY, "live", url, "-o", str(tmp_path / "out"), "--max-retries", "2", "--timeout", "1"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert url in result.stderr and "gave up after 2 retries" in result.stderr
+    # 3 attempts, backoff 0.5 s + 1 s: well within the budget, no hang (model loading included)
+    assert time.monotonic() - started < 60
+
+
+def test_reader_hands_on_the_newest_frame_and_counts_the_rest_as_dropped():
+    clip = shared("videos/two_faces.mp4")
+    ages = []
+    with LiveReader(str(clip), LiveSourceOptions(realtime=True)) as reader:
+        while (frame := reader.take(timeout=5)) is not None:
+            ages.append(time.time() - frame.capture_time)
+            time.sleep(0.2)  # a consumer much slower than the clip's frame rate
+    assert reader.error is None and reader.dropped > 0
+    assert reader.received == len(ages) + reader.dropped
+    assert max(ages) < 0.1  # never a backlog: what is taken was decoded moments ago
+
+
+def test_models_as_ray_actors_give_the_same_faces(local_ray):
+    """--address runs the very same classes as Ray actors: same faces, same emotions."""
+    from pipeline.live import ActorModels
+    from pipeline.sources.file import iter_frames
+    from pipeline.sources.live import LiveFrame
+
+    clip = str(shared("videos/two_faces.mp4"))
+    options = LiveOptions(emotion_model="mini-xception", device="cpu")
+    frames = [LiveFrame(decoded.index, time.time(), decoded) for decoded in iter_frames(clip, end_time=1.0)]
+    sessions = [LiveSession(LiveReader(clip), models, []) for models in (LocalModels(options), ActorModels(options))]
+    local, actors = ([session.process(frame) for frame in frames] for session in sessions)
+    assert sum(len(result.xyxy) for result in local) >= len(frames)  # faces were found
+    for mine, theirs in zip(local, actors):
+        assert len(mine.xyxy) == len(theirs.xyxy)
+        assert abs(mine.xyxy - theirs.xyxy).max(initial=0) < 1.0
+        assert abs(mine.probabilities - theirs.probabilities).max(initial=0) < 1e-4
+        assert (mine.track_ids == theirs.track_ids).all()
+
+
+def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium):
+    process = start_live(rtsp_server.url, "--serve", "0", "--duration", "90")
+    try:
+        line = process.stderr.readline()
+        assert line.startswith("preview: http://127.0.0.1:"), line
+        page = line.split()[1]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the first faces are out
+            state = json.loads(urllib.request.urlopen(page + "faces.json", timeout=5).read())
+            if state["faces"]:
+                break
+            time.sleep(0.5)
+        assert state["faces"] and state["latency_ms"] > 0
+        with urllib.request.urlopen(page + "frame.jpg", timeout=5) as response:
+            picture = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
+        assert picture.shape == (360, 640, 3)
+        dom, screenshot = chromium(page, timeout=15)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert 'data-size="640x360"' in dom  # the MJPEG picture loaded in the browser
+    faces = re.findall(r'<li class="face">#(\d+) (\w+) ([\d.]+)</li>', dom)
+    assert faces and all(emotion in FER_LABELS for _, emotion, _ in faces)
+    shot = cv2.imread(str(screenshot))
+    assert shot[100:400, 20:660].std() > 20  # a real picture where the stream is, not an empty box
