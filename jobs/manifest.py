@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 COMPLETE, FAILED = "complete", "failed"
 
@@ -34,10 +35,14 @@ def read_manifest(out: Path, video_id: str) -> dict | None:
         return None
 
 
-def is_complete(manifest: dict | None, fingerprint: str, *, annotate: bool) -> bool:
-    """True when a previous run finished this video with the same models and options."""
+def is_complete(manifest: dict | None, fingerprint: str, *, annotate: bool,
+                exists: Callable[[str], bool] = os.path.exists) -> bool:
+    """True when a previous run finished this video with the same models and options.
+
+    ``exists`` checks that an output the manifest names is still there (a URI's in its store).
+    """
     if not manifest or manifest.get("status") != COMPLETE or manifest.get("fingerprint") != fingerprint:
         return False
     outputs = manifest.get("outputs", {})
     wanted = ["faces", "frames"] + (["annotated"] if annotate else [])
-    return all(outputs.get(name) and Path(outputs[name]).exists() for name in wanted)
+    return all(outputs.get(name) and exists(outputs[name]) for name in wanted)

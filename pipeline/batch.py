@@ -8,15 +8,17 @@ video is recorded with its error and never stops the others.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import ray
 
+from jobs import storage
 from jobs.discover import discover, missing_inputs, video_id
 from jobs.manifest import COMPLETE, FAILED, is_complete, manifest_path, read_manifest, write_json_atomic
 from jobs.spec import JobSpec
@@ -61,8 +63,14 @@ class _Video:
     outputs: dict = field(default_factory=dict)
 
 
-def check_output_writable(out: Path) -> None:
-    """Fail before any work when OUT cannot be created or written."""
+def check_output_writable(out: str | Path) -> None:
+    """Fail before any work when OUT (a folder, or an object-store URI) cannot be created or written."""
+    if storage.is_uri(out):
+        try:
+            return storage.check_writable(str(out))
+        except storage.StorageError as error:
+            raise OutputError(str(error)) from error
+    out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
@@ -76,27 +84,42 @@ def _annotated_path(out: Path, relative: Path) -> Path:
 
 
 @ray.remote(max_retries=3, scheduling_strategy="SPREAD")
+@storage.with_local_input
 def annotate(source: str, destination: str, faces_file: str, sample_fps: float | None, labels: list[str]) -> int:
-    """Draw the results onto the processed frames and encode the annotated MP4 (input audio kept)."""
+    """Draw the results onto the processed frames and encode the annotated MP4 (input audio kept).
+
+    ``destination`` and ``faces_file`` may be object-store URIs (an output folder in a store).
+    """
     import pyarrow.parquet as pq
 
     from pipeline.sinks.video import write_annotated_video
 
-    batches = pq.ParquetFile(faces_file).iter_batches(batch_size=4096)
-    return write_annotated_video(Path(source), Path(destination), batches, sample_fps=sample_fps, labels=labels)
+    with storage.open_any(faces_file) as faces, storage.local_output(destination) as local_destination:
+        batches = pq.ParquetFile(faces).iter_batches(batch_size=4096)
+        return write_annotated_video(Path(source), local_destination, batches, sample_fps=sample_fps, labels=labels)
 
 
 class BatchJob:
     """Runs one ``JobSpec`` on the Ray cluster ``ray.init`` connected to."""
 
     def __init__(self, spec: JobSpec, *, on_progress: Callable[[dict], None] | None = None) -> None:
-        self.spec, self.options, self.out = spec, spec.options, Path(spec.output)
+        self.spec, self.options = spec, spec.options
+        # an output URI: files are written in a local staging folder, then uploaded video by video
+        self.store = storage.OutputStore(spec.output) if storage.is_uri(spec.output) else None
+        self.out = self.store.staging if self.store else Path(spec.output)
         self.on_progress = on_progress or (lambda state: None)
         self.outcomes: list[VideoOutcome] = []
         self.frames_done = 0
 
     def run(self) -> list[VideoOutcome]:
-        check_output_writable(self.out)
+        try:
+            return self._run()
+        finally:
+            if self.store:
+                self.store.close()
+
+    def _run(self) -> list[VideoOutcome]:
+        check_output_writable(self.spec.output)
         started = time.monotonic()
         inputs = discover(list(self.spec.inputs), glob=self.spec.glob)
         self.outcomes = [VideoOutcome(str(p), None, FAILED, error=f"{p}: no such file or directory")
@@ -124,14 +147,19 @@ class BatchJob:
             try:
                 identity = video_id(path)
             except OSError as error:
-                self.outcomes.append(VideoOutcome(str(path), None, FAILED, error=f"{path}: cannot read ({error.strerror})"))
+                self.outcomes.append(VideoOutcome(str(path), None, FAILED, error=f"{path}: cannot read ({error.strerror or error})"))
                 continue
             if identity in seen:
                 self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, error=f"same content as {seen[identity]}"))
                 continue
             seen[identity] = path
-            manifest = read_manifest(self.out, identity)
-            if not self.spec.force and is_complete(manifest, self.fingerprint, annotate=self.options.annotate):
+            if self.store:
+                manifest = self.store.read_json(manifest_path(self.out, identity))
+                exists = storage.exists
+            else:
+                manifest, exists = read_manifest(self.out, identity), os.path.exists
+            if not self.spec.force and is_complete(manifest, self.fingerprint, annotate=self.options.annotate,
+                                                   exists=exists):
                 counts = manifest.get("counts", {})
                 self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, counts.get("frames", 0),
                                                   counts.get("faces", 0), manifest.get("dominant_emotion"),
@@ -182,10 +210,11 @@ class BatchJob:
 
     def _start(self, video: _Video, ref: ray.ObjectRef) -> bool:
         try:
-            video.info, segments = ray.get(ref)
+            info, segments = ray.get(ref)
         except (EmorayError, ray.exceptions.RayError) as error:  # RayError: also a node or worker lost past retries
             self._fail(video, error)
             return False
+        video.info = replace(info, path=str(video.path))  # a URI's, not the node's copy
         video.segments = deque(segments)
         metadata = {"video_path": str(video.path), "fingerprint": self.fingerprint, "labels": self.labels,
                     "options": self.options.to_dict(), **self.model_ids}
@@ -232,12 +261,14 @@ class BatchJob:
             self._fail(video, EmorayError(error))
             return None
         video.outputs = video.writer.complete()
+        if self.store:
+            video.outputs = {name: self.store.publish(path) for name, path in video.outputs.items()}
         if not self.options.annotate:
             self._record(video)
             return None
-        destination = _annotated_path(self.out, video.relative)
+        destination = self._final(_annotated_path(self.out, video.relative))
         video.annotate_ref = annotate.options(num_cpus=self.plan.segment_cpus).remote(
-            str(video.path), str(destination), video.outputs[FACES], self.options.fps, self.labels)
+            str(video.path), destination, video.outputs[FACES], self.options.fps, self.labels)
         return video.annotate_ref
 
     def _finish_annotation(self, video: _Video) -> None:
@@ -250,14 +281,14 @@ class BatchJob:
 
     def _record(self, video: _Video, error: str | None = None) -> None:
         writer = video.writer
-        annotated = _annotated_path(self.out, video.relative)
-        if self.options.annotate and error is None and annotated.exists():
-            video.outputs["annotated"] = str(annotated)
+        annotated = self._final(_annotated_path(self.out, video.relative))
+        if self.options.annotate and error is None and (storage.exists if self.store else os.path.exists)(annotated):
+            video.outputs["annotated"] = annotated
         status = COMPLETE if error is None else FAILED
         outcome = VideoOutcome(str(video.path), video.video_id, status, writer.frames_written, writer.faces_written,
                                writer.dominant_emotion, error, time.monotonic() - video.started)
         self.outcomes.append(outcome)
-        write_json_atomic(manifest_path(self.out, video.video_id), {
+        self._write_json(manifest_path(self.out, video.video_id), {
             "video_id": video.video_id, "path": str(video.path), "relative_path": str(video.relative),
             "status": status, "error": error, "fingerprint": self.fingerprint, "models": self.model_ids,
             "options": self.options.to_dict(), "probe": vars(video.info) if video.info else None,
@@ -274,7 +305,7 @@ class BatchJob:
             video.writer.abort()
         self.outcomes.append(VideoOutcome(str(video.path), video.video_id, FAILED, error=message,
                                           seconds=time.monotonic() - video.started))
-        write_json_atomic(manifest_path(self.out, video.video_id), {
+        self._write_json(manifest_path(self.out, video.video_id), {
             "video_id": video.video_id, "path": str(video.path), "status": FAILED, "error": message,
             "fingerprint": self.fingerprint, "models": self.model_ids, "outputs": {},
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -287,7 +318,7 @@ class BatchJob:
 
     def _write_job_json(self, seconds: float) -> None:
         failed = [o for o in self.outcomes if o.status == FAILED]
-        write_json_atomic(self.out / "job.json", {
+        self._write_json(self.out / "job.json", {
             "spec": self.spec.to_dict(), "models": self.model_ids, "fingerprint": self.fingerprint,
             "summary": {"videos": len(self.outcomes), "failed": len(failed),
                         "frames": sum(o.frames for o in self.outcomes if o.status == COMPLETE),
@@ -295,6 +326,17 @@ class BatchJob:
                         "seconds": round(seconds, 3)},
             "videos": [vars(o) for o in self.outcomes],
         })
+
+
+    def _final(self, path: Path) -> str:
+        """Where a file of OUT ends up: the path itself, or its URI in the output store."""
+        return self.store.uri_of(path) if self.store else str(path)
+
+    def _write_json(self, path: Path, payload: dict) -> None:
+        if self.store:
+            self.store.write_json(path, payload)
+        else:
+            write_json_atomic(path, payload)
 
 
 def _message(error: BaseException, path: Path) -> str:

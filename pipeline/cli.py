@@ -144,7 +144,7 @@ def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det
     try:
         from pipeline.batch import check_output_writable
 
-        check_output_writable(Path(output))
+        check_output_writable(output)
         connect(address)
         with JobProgress(console) as progress:
             outcomes = BatchJob(spec, on_progress=progress.update).run()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from jobs import storage
 from jobs.plan import Segment
 from jobs.spec import RunOptions
 from models import EmotionClassifier, FaceDetector
@@ -99,6 +100,7 @@ def detector_input_size(info: VideoInfo, det_size: int | None) -> tuple[int, int
 
 
 @ray.remote(max_retries=3, scheduling_strategy="SPREAD")  # retried when its node is lost; over every node with CPUs
+@storage.with_local_input  # an object-store URI is read from this node's copy
 def process_segment(
     path: str,
     info: VideoInfo,
@@ -154,6 +156,7 @@ def process_segment(
 
 
 @ray.remote(num_cpus=0.25)
+@storage.with_local_input
 def inspect_video(path: str, segment_seconds: float) -> tuple[VideoInfo, list[Segment]]:
     """Probe a file and plan its segments (on a worker: long files are demuxed once to find keyframes)."""
     from jobs.plan import plan_segments
