@@ -10,17 +10,15 @@ restarts actors lost with a node, and resubmitting a stopped or failed job skips
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlparse
 
+from jobs.storage import is_uri
 from models.errors import EmorayError
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
@@ -62,11 +60,6 @@ class JobState:
         return self.exit_code if self.exit_code not in (None, 0) else EXIT_FAILED
 
 
-def is_uri(path: str) -> bool:
-    """True for ``scheme://...`` paths (s3, gs, file, ...), which are passed to the cluster unchanged."""
-    return "://" in path and urlparse(path).scheme.isalpha()
-
-
 def cluster_path(path: str) -> str:
     """A path as the job's driver will read it: URIs as given, local paths made absolute.
 
@@ -76,24 +69,13 @@ def cluster_path(path: str) -> str:
     return path if is_uri(path) or os.path.isabs(path) else os.path.abspath(path)
 
 
-def is_local_address(address: str) -> bool:
-    """True when the dashboard address names this machine (loopback or localhost)."""
-    host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def default_python(address: str) -> str:
-    """The interpreter the entrypoint runs: this one for a cluster on this machine, else ``python``."""
-    return sys.executable if is_local_address(address) else "python"
-
-
 def entrypoint(run_args: list[str], *, python: str = "python") -> str:
-    """The shell command the job supervisor runs: ``python -m pipeline.cli run ARGS``."""
+    """The shell command the job supervisor runs: ``python -m pipeline.cli run ARGS``.
+
+    ``python`` is looked up on the head node, where Ray started (Ray's own convention): the
+    interpreter that has Ray and emoray's dependencies on PATH there, as in the image of infra/.
+    It is not this machine's interpreter: the dashboard address may be a tunnel to a remote head.
+    """
     return shlex.join([python, "-m", "pipeline.cli", "run", *run_args])
 
 
@@ -135,10 +117,10 @@ class ClusterJobs:
         except _client_errors() as error:
             raise ClusterError(f"{self.address}: cannot use the Ray Jobs API: {_reason(error)}") from error
 
-    def submit(self, run_args: list[str], *, python: str | None = None, env_vars: dict[str, str] | None = None,
+    def submit(self, run_args: list[str], *, python: str = "python", env_vars: dict[str, str] | None = None,
                job_id: str | None = None, metadata: dict[str, str] | None = None) -> str:
         """Start ``emoray run RUN_ARGS`` on the cluster; returns the job id (Ray's submission id)."""
-        command = entrypoint(run_args, python=python or default_python(self.address))
+        command = entrypoint(run_args, python=python)
         return self._call(lambda: self._client.submit_job(
             entrypoint=command, runtime_env=runtime_env(env_vars=env_vars), submission_id=job_id,
             metadata=dict(metadata or {})), "submit the job")

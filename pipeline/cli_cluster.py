@@ -76,8 +76,8 @@ def _submit_command(run: click.Command) -> click.Command:
     @click.option("--job-id", default=None, help="The job's id (Ray's submission id; default: a new one). Must be unused.")
     @click.option("--env", "env_vars", multiple=True, callback=_env_pair, metavar="NAME=VALUE",
                   help="Environment variable for the job (repeatable), e.g. EMORAY_HOME=/shared/emoray or AWS_REGION=us-east-1.")
-    @click.option("--python", "python", default=None,
-                  help="Interpreter on the cluster (default: this one for a cluster on this machine, else 'python').")
+    @click.option("--python", "python", envvar="EMORAY_CLUSTER_PYTHON", default="python", show_default=True,
+                  help="The interpreter to run emoray with on the head node (found on its PATH). Env: EMORAY_CLUSTER_PYTHON.")
     def submit(address, wait, job_id, env_vars, python, **values):
         """Submit the same job as ``emoray run`` to a Ray cluster; print its job id.
 

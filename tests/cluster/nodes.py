@@ -71,7 +71,11 @@ class LocalCluster:
         return env | {"HOME": str(self.home), "EMORAY_HOME": str(registry.home()), "PYTHONUNBUFFERED": "1"}
 
     def _node_env(self) -> dict[str, str]:
-        return self.client_env() | FAST_HEALTH_CHECKS | {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+        """As Ray runs on a cluster node: in the environment that has Ray and emoray's dependencies
+        (``python`` on PATH is this venv's), token auth on, node death noticed fast."""
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return self.client_env() | FAST_HEALTH_CHECKS | {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+                                                         "PATH": path}
 
     def start_head(self, *, num_cpus: int) -> Node:
         return self._start(["--head", "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",

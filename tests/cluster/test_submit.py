@@ -122,6 +122,16 @@ def test_submit_wait_gives_the_outputs_of_run_with_work_on_both_nodes(cluster, c
     assert logs.returncode == 0 and "emoray run" in logs.stdout and "two_faces.mp4" in logs.stdout
 
 
+def test_run_with_the_address_of_a_token_cluster_needs_no_export(cluster, tmp_path):
+    photo = str(shared("photos/multi_face.jpg"))
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", photo, "-o", str(tmp_path / "out"), "--json",
+                             "--no-annotate", "--address", cluster.gcs_address], env=cluster.client_env(),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    video = json.loads(result.stdout[result.stdout.index("{"):])["videos"][0]
+    assert video["status"] == "complete" and video["frames"] == 1 and video["faces"] >= 4
+
+
 def test_a_stopped_job_resubmitted_equals_a_clean_run(cluster, clips, clean_run, tmp_path):
     out = tmp_path / "out"
     command = ["submit", *clips, "-o", str(out), "--no-annotate"]
