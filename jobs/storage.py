@@ -1,7 +1,8 @@
 """Inputs and outputs given as object-store URIs (``s3://``, ``gs://``, ``file://``, ...), via pyarrow filesystems.
 
 Inputs: listed and content-hashed where they are (ranged reads); each node that decodes a video
-downloads it once into ``$EMORAY_HOME/cache/inputs`` for PyAV, which seeks in local files.
+downloads it once into ``$EMORAY_HOME/cache/inputs`` for PyAV, which seeks in local files (the
+least recently used copies are deleted beyond ``$EMORAY_INPUT_CACHE_GB``, default 50).
 Outputs: written on the driver's node into a staging folder, then each video's files are uploaded
 and its manifest last, so what is in the store is complete or absent, as on a local disk.
 Credentials come from the environment, as pyarrow reads them (``AWS_*``, instance roles,
@@ -123,9 +124,18 @@ def cache_dir() -> Path:
     return home() / "cache" / "inputs"
 
 
-def local_copy(uri: str, *, directory: Path | None = None) -> Path:
+def cache_limit_bytes() -> int:
+    """The input cache's size cap on each node: ``$EMORAY_INPUT_CACHE_GB`` (default 50)."""
+    return int(float(os.environ.get("EMORAY_INPUT_CACHE_GB", "50")) * 1e9)
+
+
+def local_copy(uri: str, *, directory: Path | None = None, limit_bytes: int | None = None) -> Path:
     """A copy of the object on this node's disk, downloaded once (by size and mtime) and shared by the
-    tasks of this node; a download in progress elsewhere on the node is waited for, not repeated."""
+    tasks of this node; a download in progress elsewhere on the node is waited for, not repeated.
+
+    The cache keeps the most recently used copies within ``limit_bytes`` (default
+    ``cache_limit_bytes()``): older ones are deleted after a download.
+    """
     import pyarrow.fs as pafs
 
     filesystem, path = resolve(uri)
@@ -142,6 +152,7 @@ def local_copy(uri: str, *, directory: Path | None = None) -> Path:
     with open(directory / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists() and target.stat().st_size == info.size:
+            os.utime(target)  # most recently used
             return target
         with tempfile.NamedTemporaryFile(dir=directory, prefix=f".{key}.", suffix=".tmp", delete=False) as handle:
             temporary = Path(handle.name)
@@ -152,7 +163,25 @@ def local_copy(uri: str, *, directory: Path | None = None) -> Path:
                 temporary.unlink(missing_ok=True)
                 raise StorageError(f"{uri}: download failed ({error})") from error
         os.replace(temporary, target)
+    _evict(directory, keep=target, limit_bytes=cache_limit_bytes() if limit_bytes is None else limit_bytes)
     return target
+
+
+def _evict(directory: Path, *, keep: Path, limit_bytes: int) -> None:
+    """Delete the least recently used copies until the cache fits (a copy being decoded stays
+    readable: its open file outlives the name)."""
+    copies = []
+    for path in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if not path.name.startswith("."):
+                copies.append((path.stat().st_mtime, path.stat().st_size, path))
+    total = sum(size for _, size, _ in copies)
+    for _, size, path in sorted(copies):
+        if total <= limit_bytes:
+            break
+        if path != keep:
+            path.unlink(missing_ok=True)
+            total -= size
 
 
 def check_writable(uri: str) -> None:

@@ -63,15 +63,26 @@ def test_local_copy_downloads_once_and_again_when_the_object_changes(tree, tmp_p
     cache = tmp_path / "cache"
     first = storage.local_copy(f"file://{source}", directory=cache)
     assert first.read_bytes() == source.read_bytes() and first.suffix == ".mp4"
-    before = first.stat().st_mtime_ns
-    assert storage.local_copy(f"file://{source}", directory=cache) == first and first.stat().st_mtime_ns == before
+    before = first.stat().st_ino  # a new download would be a new file, renamed into place
+    assert storage.local_copy(f"file://{source}", directory=cache) == first and first.stat().st_ino == before
     source.write_bytes(source.read_bytes()[:1000])
     assert storage.local_copy(f"file://{source}", directory=cache).stat().st_size == 1000
     with pytest.raises(storage.StorageError, match="no such object"):
         storage.local_copy(f"file://{tree}/missing.mp4", directory=cache)
 
 
-def test_with_local_input_names_the_uri_in_errors(tree):
+def test_the_input_cache_keeps_the_most_recently_used_copies_within_its_cap(tree, tmp_path):
+    cache, size = tmp_path / "cache", (tree / "a" / "b" / "clip.mp4").stat().st_size
+    first = storage.local_copy(f"file://{tree}/a/b/clip.mp4", directory=cache, limit_bytes=size)
+    second = storage.local_copy(f"file://{tree}/a/walk.MOV", directory=cache, limit_bytes=size)
+    assert second.exists() and not first.exists()  # over the cap: the older copy went
+    assert storage.local_copy(f"file://{tree}/a/b/clip.mp4", directory=cache, limit_bytes=10 * size).exists()
+    assert second.exists()
+
+
+def test_with_local_input_names_the_uri_in_errors(tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMORAY_HOME", str(tmp_path / "emoray"))  # the copy goes into $EMORAY_HOME/cache/inputs
+
     @storage.with_local_input
     def fail(path: str) -> None:
         raise VideoError(f"{path}: truncated")

@@ -38,7 +38,18 @@ def _run(*args: str) -> tuple[int, dict]:
     return result.exit_code, json.loads(result.stdout[result.stdout.index("{"):])
 
 
-def test_uris_in_and_out_give_complete_outputs_in_the_store_and_resume(local_ray, store):
+@pytest.fixture
+def input_cache():
+    """Leave the node's input cache ($EMORAY_HOME, shared with the user) as it was found."""
+    from jobs.storage import cache_dir
+
+    before = set(cache_dir().iterdir()) if cache_dir().exists() else set()
+    yield
+    for path in set(cache_dir().iterdir()) - before if cache_dir().exists() else ():
+        path.unlink(missing_ok=True)
+
+
+def test_uris_in_and_out_give_complete_outputs_in_the_store_and_resume(local_ray, store, input_cache):
     inputs, out = f"file://{store}/recordings", f"file://{store}/results"
     exit_code, summary = _run(inputs, "-o", out)
     assert exit_code == 0, summary
