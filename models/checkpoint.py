@@ -29,7 +29,9 @@ class Preprocess:
     The crop is the detection box made square around its center, grown by ``margin_px`` pixels
     and ``margin_frac`` of its side on every side (the ``fer`` package uses 10 px), filled with the
     frame's bottom-rows mean where it leaves the frame, resized to ``input_size``; pixels are
-    scaled to [0, 1], then ``(x - mean) / std``.
+    scaled to [0, 1], then ``(x - mean) / std``. With ``mirror_average`` the classifier averages
+    each face's probabilities with those of its mirror image (faces are nearly left-right symmetric,
+    so this cancels some of the network's noise at the cost of a second, batched, pass).
     """
 
     input_size: int
@@ -38,6 +40,7 @@ class Preprocess:
     std: float
     margin_px: float = 0.0
     margin_frac: float = 0.0
+    mirror_average: bool = False
 
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocess":

@@ -87,8 +87,12 @@ class EmotionClassifier:
         batch = crops.to(self.device)
         batch = batch[:, None] if batch.ndim == 3 else batch.permute(0, 3, 1, 2)
         batch = (batch.float() / 255.0 - self.preprocess.mean) / self.preprocess.std
-        logits = self.network(batch.half() if self.half else batch)
-        return logits.float().softmax(dim=-1).cpu().numpy()
+        if self.preprocess.mirror_average:
+            batch = torch.cat([batch, batch.flip(-1)])
+        probabilities = self.network(batch.half() if self.half else batch).float().softmax(dim=-1)
+        if self.preprocess.mirror_average:
+            probabilities = probabilities.view(2, -1, probabilities.shape[-1]).mean(dim=0)
+        return probabilities.cpu().numpy()
 
     def classify(self, frame: np.ndarray, detections: Detections) -> Detections:
         """Convenience for one frame: crop, classify, and return the detections with emotion scores."""

@@ -220,7 +220,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         {k: v.half() if v.is_floating_point() else v for k, v in saved["best_state"].items()},
         arch=config.arch, arch_kwargs=config.arch_kwargs,
         preprocess=checkpoint.Preprocess(input_size=size, channels=1, mean=NORMALIZE_MEAN, std=NORMALIZE_STD,
-                                         margin_frac=config.margin_frac),
+                                         margin_frac=config.margin_frac, mirror_average=True),
         labels=train_set.labels,
     )
     payload["name"] = output.stem

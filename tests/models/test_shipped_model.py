@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -36,3 +37,11 @@ def test_models_list_shows_the_shipped_model_with_its_metrics():
     shipped = rows["emoray-vgg48-fer2013"]
     assert shipped["role"] == "emotion" and shipped["size_bytes"] < 5_000_000
     assert shipped["metrics"]["val_accuracy"] > 0.6 and shipped["metrics"]["command"].startswith("emoray train")
+
+
+def test_shipped_model_averages_each_face_with_its_mirror_image(val):
+    shipped = EmotionClassifier(device="cpu")
+    assert shipped.preprocess.mirror_average
+    faces = val.images[:64]
+    np.testing.assert_allclose(shipped(faces), shipped(np.ascontiguousarray(faces[:, :, ::-1])), atol=1e-6)
+    assert shipped.metrics["val_accuracy"] > shipped.metrics["val_accuracy_single_view"]
