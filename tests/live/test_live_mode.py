@@ -193,3 +193,25 @@ def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium
     assert faces and all(emotion in FER_LABELS for _, emotion, _ in faces)
     shot = cv2.imread(str(screenshot))
     assert shot[100:400, 20:660].std() > 20  # a real picture where the stream is, not an empty box
+
+
+def test_a_frozen_camera_times_out_and_is_reconnected_over_udp(rtsp_server):
+    """The socket timeout is what keeps a camera that hangs with its socket open from hanging live mode."""
+    process = start_live(rtsp_server.url, "--jsonl", "--json", "--rtsp-transport", "udp", "--timeout", "2",
+                         "--duration", "60")
+    try:
+        before = read_records(process, 10, timeout=90)
+        rtsp_server.freeze()
+        time.sleep(6)
+        rtsp_server.thaw()
+        thawed = time.time()
+        after = read_records(process, 10, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        _, summary, err = finish(process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err
+    assert len(before) == 10 and "timed out" in err
+    assert len([r for r in after if r["capture_time"] > thawed and r["faces"]]) >= 8  # one may predate the freeze
+    assert summary["reconnects"] >= 1
