@@ -62,8 +62,8 @@ def video_id(path: str | Path) -> str:
     the size are not a practical concern for video.
     """
     digest = hashlib.blake2b(digest_size=10)
-    with storage.open_input(str(path)) if storage.is_uri(path) else open(path, "rb") as handle:
-        size = handle.size() if storage.is_uri(path) else os.fstat(handle.fileno()).st_size
+    with storage.open_any(path) as handle:
+        size = handle.seek(0, os.SEEK_END)
         digest.update(size.to_bytes(8, "little"))
         positions = {0} if size <= _SAMPLES * _SAMPLE_BYTES else {
             i * (size - _SAMPLE_BYTES) // (_SAMPLES - 1) for i in range(_SAMPLES)

@@ -174,7 +174,8 @@ def _evict(directory: Path, *, keep: Path, limit_bytes: int) -> None:
     for path in directory.iterdir():
         with contextlib.suppress(FileNotFoundError):
             if not path.name.startswith("."):
-                copies.append((path.stat().st_mtime, path.stat().st_size, path))
+                stat = path.stat()
+                copies.append((stat.st_mtime, stat.st_size, path))
     total = sum(size for _, size, _ in copies)
     for _, size, path in sorted(copies):
         if total <= limit_bytes:
@@ -218,8 +219,7 @@ def upload(local: str | Path, uri: str) -> str:
     """Copy a local file to ``uri``; returns the URI."""
     def copy(handle) -> None:
         with open(local, "rb") as source:
-            while chunk := source.read(_COPY_CHUNK):
-                handle.write(chunk)
+            shutil.copyfileobj(source, handle, _COPY_CHUNK)
 
     write_object(uri, copy)
     return uri

@@ -153,13 +153,9 @@ class BatchJob:
                 self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, error=f"same content as {seen[identity]}"))
                 continue
             seen[identity] = path
-            if self.store:
-                manifest = self.store.read_json(manifest_path(self.out, identity))
-                exists = storage.exists
-            else:
-                manifest, exists = read_manifest(self.out, identity), os.path.exists
+            manifest = self._read_manifest(identity)
             if not self.spec.force and is_complete(manifest, self.fingerprint, annotate=self.options.annotate,
-                                                   exists=exists):
+                                                   exists=self._exists):
                 counts = manifest.get("counts", {})
                 self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, counts.get("frames", 0),
                                                   counts.get("faces", 0), manifest.get("dominant_emotion"),
@@ -282,7 +278,7 @@ class BatchJob:
     def _record(self, video: _Video, error: str | None = None) -> None:
         writer = video.writer
         annotated = self._final(_annotated_path(self.out, video.relative))
-        if self.options.annotate and error is None and (storage.exists if self.store else os.path.exists)(annotated):
+        if self.options.annotate and error is None and self._exists(annotated):
             video.outputs["annotated"] = annotated
         status = COMPLETE if error is None else FAILED
         outcome = VideoOutcome(str(video.path), video.video_id, status, writer.frames_written, writer.faces_written,
@@ -327,10 +323,19 @@ class BatchJob:
             "videos": [vars(o) for o in self.outcomes],
         })
 
+    # OUT on a local disk, or in an object store (staged locally, then uploaded)
 
     def _final(self, path: Path) -> str:
         """Where a file of OUT ends up: the path itself, or its URI in the output store."""
         return self.store.uri_of(path) if self.store else str(path)
+
+    def _exists(self, final: str) -> bool:
+        return storage.exists(final) if self.store else os.path.exists(final)
+
+    def _read_manifest(self, video_id: str) -> dict | None:
+        if self.store:
+            return self.store.read_json(manifest_path(self.out, video_id))
+        return read_manifest(self.out, video_id)
 
     def _write_json(self, path: Path, payload: dict) -> None:
         if self.store:

@@ -99,7 +99,8 @@ def test_a_token_where_ray_keeps_it_turns_token_auth_on(tmp_path, env, expected)
     code = "from pipeline.cluster import use_token_if_available as u; import os; print(u(), os.environ.get('RAY_AUTH_MODE'))"
     result = subprocess.run([sys.executable, "-c", code], env=clean | {"HOME": str(home)} | env,
                             capture_output=True, text=True, check=True)
-    assert result.stdout.split()[0] == expected
+    exported = "token" if expected == "True" else env.get("RAY_AUTH_MODE", "None")  # what child processes inherit
+    assert result.stdout.split() == [expected, exported]
 
 
 def test_submit_has_every_option_of_run():
