@@ -270,13 +270,13 @@ def run_bench(*, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, seconds: 
     }
 
 
-def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+def text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = [header, ["-" * w for w in widths], *rows]
     return "\n".join("  ".join(str(cell).rjust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def _num(value: float | None, digits: int = 1) -> str:
+def format_number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
@@ -284,10 +284,10 @@ def format_report(result: dict) -> str:
     """Plain-text tables of a ``run_bench`` result."""
     m, s, a, mem, plan = result["machine"], result["settings"], result["annotate"], result["memory"], result["cluster_plan"]
     other = m["other_cpu_share"]
-    stage_rows = [[r["resolution"], r["detector_input"], _num(r["decode_fps"]), _num(r["detector_fps"]),
-                   _num(r["end_to_end_fps"]), _num(r["end_to_end_total_fps"]), _num(r["startup_s"], 2),
-                   _num(r["end_to_end_vs_detector"], 2), _num(r["peak_rss_mb"], 0)] for r in result["rows"]]
-    memory_rows = [[f"{c['seconds']:g} s", str(c["frames"]), str(c["segments"]), _num(c["peak_rss_mb"], 0), _num(c["fps"])]
+    stage_rows = [[r["resolution"], r["detector_input"], format_number(r["decode_fps"]), format_number(r["detector_fps"]),
+                   format_number(r["end_to_end_fps"]), format_number(r["end_to_end_total_fps"]), format_number(r["startup_s"], 2),
+                   format_number(r["end_to_end_vs_detector"], 2), format_number(r["peak_rss_mb"], 0)] for r in result["rows"]]
+    memory_rows = [[f"{c['seconds']:g} s", str(c["frames"]), str(c["segments"]), format_number(c["peak_rss_mb"], 0), format_number(c["fps"])]
                    for c in mem["clips"]]
     return "\n".join([
         *([f"WARNING: other processes used {other:.0%} of this machine's CPU time during the bench: "
@@ -300,17 +300,17 @@ def format_report(result: dict) -> str:
         "",
         "Throughput, frames/s. e2e = BatchJob.run() on one clip, annotation off: 'steady' excludes start-up",
         "(actors, weights), found from a short and a full run; 'total' includes it. ratio = steady / detector.",
-        _table(["resolution", "det input", "decode", "detector", "e2e steady", "e2e total", "start-up s",
+        text_table(["resolution", "det input", "decode", "detector", "e2e steady", "e2e total", "start-up s",
                 "ratio", "peak RSS MB"], stage_rows),
         "",
         "Emotion classifier, faces/s: " + ", ".join(
-            f"batch {n}: {_num(v, 0)}" for n, v in result["classifier_faces_per_s"].items()),
+            f"batch {n}: {format_number(v, 0)}" for n, v in result["classifier_faces_per_s"].items()),
         f"Annotation at {a['resolution']}: {a['seconds_without']:.2f} s without, {a['seconds_with']:.2f} s with "
-        f"for {a['frames']} frames = {_num(a['encoder_ms_per_frame'], 2)} ms/frame for drawing + H.264 encoding",
+        f"for {a['frames']} frames = {format_number(a['encoder_ms_per_frame'], 2)} ms/frame for drawing + H.264 encoding",
         "",
         f"Peak memory at {mem['resolution']}, summed RSS of this process and its Ray processes "
         f"({mem['baseline_rss_mb']:.0f} MB before a run; shared pages count once per process):",
-        _table(["clip", "frames", "segments", "peak RSS MB", "total fps"], memory_rows),
+        text_table(["clip", "frames", "segments", "peak RSS MB", "total fps"], memory_rows),
         f"long/short peak ratio {mem['ratio']:.2f}",
         "",
         f"Ray connect {result['ray_connect_s']:.2f} s; first job in the process (cold worker pool) "

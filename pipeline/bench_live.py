@@ -21,6 +21,7 @@ import numpy as np
 import psutil
 
 from models.errors import EmorayError
+from pipeline.bench import format_number, text_table
 from pipeline.live import LiveOptions, LiveResult, LiveSession, LocalModels, ParquetSink
 from pipeline.rtsp_server import RtspServer, rtsp_server_missing
 from pipeline.samples import make_clip
@@ -146,12 +147,14 @@ def _growth(timeline: list[tuple[float, float]], rss: list[tuple[float, float]],
 
 
 def format_live_report(result: dict) -> str:
+    """Plain-text table of a ``run_live_bench`` result."""
+    rows = [[r["resolution"], format_number(r["seconds"]), str(r["received"]), str(r["processed"]), str(r["dropped"]),
+             format_number(r["bare_models_ms"]), format_number(r["p50_ms"]), format_number(r["p95_ms"]), format_number(r["max_ms"]), format_number(r["p95_vs_bare"], 2)]
+            for r in result["rows"]]
     lines = [f"Live mode against a local RTSP server ({result['fps']} fps camera-like H.264 clip, looped), "
-             "latency = capture (decoded) to result:",
-             "resolution  seconds  received  processed  dropped  bare models ms  p50 ms  p95 ms  max ms  p95/bare"]
-    for r in result["rows"]:
-        lines.append(f"{r['resolution']:>10}  {r['seconds']:7.1f}  {r['received']:8d}  {r['processed']:9d}  {r['dropped']:7d}"
-                     f"  {r['bare_models_ms']:14.1f}  {r['p50_ms']:6.1f}  {r['p95_ms']:6.1f}  {r['max_ms']:6.1f}  {r['p95_vs_bare']:8.2f}")
+             "latency = capture (decoded) to result, ms:",
+             text_table(["resolution", "seconds", "received", "processed", "dropped", "bare models", "p50", "p95", "max",
+                     "p95/bare"], rows)]
     g = result["growth"]
     if g:
         lines.append(f"growth over {g['seconds']:.0f} s at {result['rows'][0]['resolution']}: latency p95 first half "

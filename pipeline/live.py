@@ -28,7 +28,7 @@ from models.registry import DEFAULT_DETECTOR, DEFAULT_EMOTION_MODEL
 from pipeline.preview import PreviewServer
 from pipeline.results import SegmentResult
 from pipeline.sinks.live_parquet import RollingPartsWriter
-from pipeline.sources.live import LiveFrame, LiveReader, live_info
+from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceOptions, live_info
 from pipeline.stages import detector_input_size
 from pipeline.track import IoUTracker
 
@@ -301,13 +301,12 @@ class LiveSession:
         stats.parts = [path for sink in self.sinks if isinstance(sink, ParquetSink) for path in sink.writer.paths]
 
 
-def open_session(source: str, out: Path | None, options: LiveOptions, *, reader_options=None, jsonl: bool = False,
+def open_session(source: str, out: Path | None, options: LiveOptions, *,
+                 reader_options: LiveSourceOptions = LiveSourceOptions(), jsonl: bool = False,
                  serve: tuple[str, int] | None = None, roll_seconds: float = 10.0, use_ray: bool = False,
                  jsonl_stream: TextIO = sys.stdout) -> tuple[LiveSession, PreviewServer | None]:
     """Everything ``emoray live`` needs, wired: reader, models, sinks. The reader is not started yet."""
-    from pipeline.sources.live import LiveSourceOptions
-
-    reader = LiveReader(source, reader_options or LiveSourceOptions())
+    reader = LiveReader(source, reader_options)
     models = ActorModels(options) if use_ray else LocalModels(options)
     sinks: list[LiveSink] = []
     if out is not None:

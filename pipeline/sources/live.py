@@ -130,14 +130,14 @@ class LiveReader:
             self._condition.notify_all()
 
     def _open(self) -> av.container.InputContainer:
-        microseconds = str(int(self.options.timeout * 1e6))
-        options = {"probesize": "32", "analyzeduration": "0", "fflags": "nobuffer", "flags": "low_delay"}
-        if urlsplit(self.source).scheme.lower() in ("rtsp", "rtsps"):
-            options |= {"rtsp_transport": self.options.rtsp_transport, "timeout": microseconds}
-        elif self.stream:
-            options |= {"rw_timeout": microseconds}
-        if not self.stream:
-            options = {}
+        options = {}
+        if self.stream:  # start at once, buffer nothing, never wait on a socket longer than the timeout
+            microseconds = str(int(self.options.timeout * 1e6))
+            options = {"probesize": "32", "analyzeduration": "0", "fflags": "nobuffer", "flags": "low_delay"}
+            if urlsplit(self.source).scheme.lower() in ("rtsp", "rtsps"):
+                options |= {"rtsp_transport": self.options.rtsp_transport, "timeout": microseconds}
+            else:
+                options |= {"rw_timeout": microseconds}
         container = av.open(self.source, options=options, timeout=(self.options.timeout, self.options.timeout))
         if not container.streams.video:
             container.close()

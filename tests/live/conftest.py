@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.rtsp_server import RtspServer, rtsp_server_missing
-from tests.conftest import SHARED_DATA, shared  # noqa: F401  (SHARED_DATA re-exported for live tests)
+from tests.conftest import shared
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,36 +11,36 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 import pyarrow.parquet as pq
-import pytest
 
 from models.datasets import FER_LABELS
 from pipeline.live import LiveOptions, LiveSession, LocalModels
 from pipeline.query import connect as query_connect
-from pipeline.rtsp_server import RtspServer
 from pipeline.sources.live import LiveReader, LiveSourceOptions
 from tests.conftest import shared
-from tests.live.conftest import require_rtsp_server
 
 EMORAY = [sys.executable, "-m", "pipeline.cli"]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def rtsp_clip():
-    """A shared clip with one face all along (H.264), for the RTSP server."""
-    require_rtsp_server()
-    return shared("videos/WolfgangLanger_Pexels.mp4")
-
-
-def start_live(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*EMORAY, "live", *args], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+@contextmanager
+def live_process(*args: str) -> Iterator[subprocess.Popen]:
+    """``emoray live ARGS`` as a child process; killed with its process group if the test leaves it running."""
+    process = subprocess.Popen([*EMORAY, "live", *args], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
 
 
 def read_records(process: subprocess.Popen, count: int, timeout: float) -> list[dict]:
@@ -63,17 +63,12 @@ def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[list[dict], 
     return [line for line in lines if "frame" in line], summary, err
 
 
-def test_results_arrive_with_faces_and_sigterm_flushes_parquet(rtsp_clip, tmp_path):
+def test_results_arrive_with_faces_and_sigterm_flushes_parquet(rtsp_server, tmp_path):
     out = tmp_path / "out"
-    with RtspServer(rtsp_clip) as server:
-        process = start_live(server.url, "-o", str(out), "--jsonl", "--json", "--roll-seconds", "2")
-        try:
-            records = read_records(process, 40, timeout=90)
-            process.send_signal(signal.SIGTERM)
-            rest, summary, err = finish(process)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+    with live_process(rtsp_server.url, "-o", str(out), "--jsonl", "--json", "--roll-seconds", "2") as process:
+        records = read_records(process, 40, timeout=90)
+        process.send_signal(signal.SIGTERM)
+        rest, summary, err = finish(process)
     records += rest
     assert process.returncode == 0, err
     assert len(records) >= 40
@@ -97,24 +92,19 @@ def test_results_arrive_with_faces_and_sigterm_flushes_parquet(rtsp_clip, tmp_pa
     assert {"capture_time", "latency_ms", "track_id", "emotion", "p_happy", "x1"} <= set(schema.names)
 
 
-def test_server_killed_and_restarted_live_mode_carries_on(rtsp_clip, tmp_path):
+def test_server_killed_and_restarted_live_mode_carries_on(rtsp_server, tmp_path):
     out = tmp_path / "out"
-    with RtspServer(rtsp_clip) as server:
-        process = start_live(server.url, "-o", str(out), "--jsonl", "--json", "--roll-seconds", "1",
-                             "--max-retries", "8", "--duration", "60")
-        try:
-            before = read_records(process, 20, timeout=90)
-            server.stop()
-            time.sleep(3)  # the camera is gone for a while; parts already written must stay
-            written = sorted((out / "faces").glob("video_id=*/part-*.parquet"))
-            server.start()  # same port
-            restarted = time.time()
-            after = read_records(process, 20, timeout=60)
-            process.send_signal(signal.SIGTERM)
-            rest, summary, err = finish(process)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+    with live_process(rtsp_server.url, "-o", str(out), "--jsonl", "--json", "--roll-seconds", "1",
+                      "--max-retries", "8", "--duration", "60") as process:
+        before = read_records(process, 20, timeout=90)
+        rtsp_server.stop()
+        time.sleep(3)  # the camera is gone for a while; parts already written must stay
+        written = sorted((out / "faces").glob("video_id=*/part-*.parquet"))
+        rtsp_server.start()  # same port
+        restarted = time.time()
+        after = read_records(process, 20, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        rest, summary, err = finish(process)
     assert process.returncode == 0, err
     assert len(before) == 20 and written
     assert len([r for r in after if r["capture_time"] > restarted and r["faces"]]) >= 15
@@ -169,8 +159,7 @@ def test_models_as_ray_actors_give_the_same_faces(local_ray):
 
 
 def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium):
-    process = start_live(rtsp_server.url, "--serve", "0", "--duration", "90")
-    try:
+    with live_process(rtsp_server.url, "--serve", "0", "--duration", "90") as process:
         line = process.stderr.readline()
         assert line.startswith("preview: http://127.0.0.1:"), line
         page = line.split()[1]
@@ -185,9 +174,6 @@ def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium
             picture = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
         assert picture.shape == (360, 640, 3)
         dom, screenshot = chromium(page, timeout=15)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.communicate(timeout=60)
     assert 'data-size="640x360"' in dom  # the MJPEG picture loaded in the browser
     faces = re.findall(r'<li class="face">#(\d+) (\w+) ([\d.]+)</li>', dom)
     assert faces and all(emotion in FER_LABELS for _, emotion, _ in faces)
@@ -197,9 +183,8 @@ def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium
 
 def test_a_frozen_camera_times_out_and_is_reconnected_over_udp(rtsp_server):
     """The socket timeout is what keeps a camera that hangs with its socket open from hanging live mode."""
-    process = start_live(rtsp_server.url, "--jsonl", "--json", "--rtsp-transport", "udp", "--timeout", "2",
-                         "--duration", "60")
-    try:
+    with live_process(rtsp_server.url, "--jsonl", "--json", "--rtsp-transport", "udp", "--timeout", "2",
+                      "--duration", "60") as process:
         before = read_records(process, 10, timeout=90)
         rtsp_server.freeze()
         time.sleep(6)
@@ -208,9 +193,6 @@ def test_a_frozen_camera_times_out_and_is_reconnected_over_udp(rtsp_server):
         after = read_records(process, 10, timeout=60)
         process.send_signal(signal.SIGTERM)
         _, summary, err = finish(process)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, err
     assert len(before) == 10 and "timed out" in err
     assert len([r for r in after if r["capture_time"] > thawed and r["faces"]]) >= 8  # one may predate the freeze
