@@ -70,13 +70,15 @@ def cluster_path(path: str) -> str:
 
 
 def entrypoint(run_args: list[str], *, python: str = "python") -> str:
-    """The shell command the job supervisor runs: ``python -m pipeline.cli run ARGS``.
+    """The shell command the job supervisor runs: ``python -m jobs.entrypoint run ARGS``.
 
     ``python`` is looked up on the head node, where Ray started (Ray's own convention): the
     interpreter that has Ray and emoray's dependencies on PATH there, as in the image of infra/.
     It is not this machine's interpreter: the dashboard address may be a tunnel to a remote head.
+    ``jobs.entrypoint`` runs ``pipeline.cli`` (``emoray``) with these arguments, or, when that
+    interpreter lacks a dependency, fails in one line naming it instead of with a traceback.
     """
-    return shlex.join([python, "-m", "pipeline.cli", "run", *run_args])
+    return shlex.join([python, "-m", "jobs.entrypoint", "run", *run_args])
 
 
 def runtime_env(*, env_vars: dict[str, str] | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""What ``emoray submit`` sends: the entrypoint (``run``'s own options, forwarded), the runtime env, token pickup.
+"""What ``emoray submit`` sends: the entrypoint (``run``'s own options, forwarded), the runtime env, token pickup;
+and what the entrypoint does with an interpreter that lacks emoray's dependencies.
 
 The real cluster tests are in tests/cluster/; these need no Ray.
 """
@@ -6,9 +7,11 @@ The real cluster tests are in tests/cluster/; these need no Ray.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -16,10 +19,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jobs import submit
+from jobs import entrypoint, submit
 from pipeline.cli import main
 from pipeline.cli_cluster import NOT_FORWARDED, run_arguments
 
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"  # on the development machines: no cv2, torch or ray
 RUN = main.commands["run"]
 FORWARDED = [p for p in RUN.params if p.name not in NOT_FORWARDED]
 
@@ -50,8 +55,47 @@ def test_relative_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
 
 def test_the_entrypoint_is_emoray_run_quoted_for_the_shell():
     command = submit.entrypoint(["--fps", "5", "--", "/in/a b.mp4", "/in/$(x).mp4"])
-    assert shlex.split(command) == ["python", "-m", "pipeline.cli", "run", "--fps", "5", "--", "/in/a b.mp4", "/in/$(x).mp4"]
+    assert shlex.split(command) == ["python", "-m", "jobs.entrypoint", "run", "--fps", "5", "--", "/in/a b.mp4", "/in/$(x).mp4"]
     assert shlex.split(submit.entrypoint([], python="/opt/venv/bin/python"))[0] == "/opt/venv/bin/python"
+
+
+def _entrypoint(python: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "-m", "jobs.entrypoint", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_the_entrypoint_checks_every_dependency_of_pyproject():
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(entrypoint.REQUIRED.values()) == sorted(re.split(r"[<>=!~;\s]", d)[0] for d in dependencies)
+
+
+def test_the_entrypoint_imports_only_the_standard_library():
+    code = ("import sys; before = set(sys.modules); import jobs.entrypoint; "
+            "print(*sorted(m for m in set(sys.modules) - before if m.split('.')[0] not in sys.stdlib_module_names))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["jobs", "jobs.entrypoint"]
+
+
+def test_an_interpreter_without_the_dependencies_fails_in_one_line():
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"{SYSTEM_PYTHON} is absent")
+    code = f"import importlib.util as u; print(*[m for m in {list(entrypoint.REQUIRED)!r} if u.find_spec(m) is None])"
+    missing = subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if not missing:
+        pytest.skip(f"{SYSTEM_PYTHON} has every dependency of emoray")
+    result = _entrypoint(SYSTEM_PYTHON, "run", "--help")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr and not result.stdout
+    line = lines[0]
+    assert SYSTEM_PYTHON in line or os.path.realpath(SYSTEM_PYTHON) in line
+    assert all(module in line for module in missing) and "--python" in line and "infra/" in line
+
+
+def test_with_the_dependencies_the_entrypoint_is_emoray():
+    help_ = _entrypoint(sys.executable, "run", "--help")
+    assert help_.returncode == 0 and "Examples" in help_.stdout
+    no_paths = _entrypoint(sys.executable, "run")
+    direct = subprocess.run([sys.executable, "-m", "pipeline.cli", "run"], cwd=ROOT, capture_output=True, text=True)
+    assert no_paths.returncode == direct.returncode == 2 and no_paths.stderr == direct.stderr
 
 
 def test_the_runtime_env_ships_the_three_packages_well_under_the_upload_cap(tmp_path):
