@@ -6,10 +6,15 @@ many viewers there are, and only while someone is watching.
 
 Endpoints: ``/`` the page, ``/stream.mjpg`` the picture, ``/frame.jpg`` one picture, ``/faces.json``
 the faces of the newest frame.
+
+Only requests whose ``Host`` header names the served address are answered (see ``host_allowed``), so
+a web page elsewhere cannot read the preview through DNS rebinding.
 """
 
 from __future__ import annotations
 
+import html
+import ipaddress
 import json
 import logging
 import threading
@@ -36,7 +41,9 @@ PAGE = """<!doctype html>
 <body><h1>emoray live</h1><p id="status">{title}</p>
 <main><img id="picture" src="/stream.mjpg" alt="live annotated picture">
 <section><h2>Faces</h2><ul id="faces">{faces}</ul></section></main>
+<script id="emoray-data" type="application/json">{data}</script>
 <script>
+const data = JSON.parse(document.getElementById("emoray-data").textContent);
 const picture = document.getElementById("picture");
 picture.addEventListener("load", () => {{
   picture.dataset.size = picture.naturalWidth + "x" + picture.naturalHeight;
@@ -52,7 +59,7 @@ async function refresh() {{
       return item;
     }}));
     document.getElementById("status").textContent =
-      "{title} · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
+      data.title + " · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
   }} catch (error) {{ document.getElementById("status").textContent = "disconnected"; }}
 }}
 setInterval(refresh, 300);
@@ -79,13 +86,14 @@ class PreviewServer:
 
     def __init__(self, host: str, port: int, labels: list[str], title: str, jpeg_quality: int = 80) -> None:
         self.labels, self.jpeg_quality = list(labels), jpeg_quality
-        self._title = _escape(title)
+        self._title = title
         self._latest: _Latest | None = None
         self._encoded: tuple[int, bytes] | None = None
         self._condition = threading.Condition()
         self._closed = False
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
+        self._hosts = (host, self._server.server_address[0])
         self._thread = threading.Thread(target=self._server.serve_forever, name="emoray-preview", daemon=True)
 
     @property
@@ -113,9 +121,9 @@ class PreviewServer:
 
     def _page(self) -> bytes:
         """The page with the current faces already listed (the script keeps the list fresh)."""
-        items = "".join(f'<li class="face">#{face["track_id"]} {_escape(face["emotion"])} {face["emotion_score"]:.2f}</li>'
-                        for face in self._state()["faces"])
-        return PAGE.format(title=self._title, faces=items).encode()
+        items = "".join(f'<li class="face">#{_escape(face["track_id"])} {_escape(face["emotion"])} '
+                        f'{_escape(format(face["emotion_score"], ".2f"))}</li>' for face in self._state()["faces"])
+        return PAGE.format(title=_escape(self._title), faces=items, data=script_json({"title": self._title})).encode()
 
     def _state(self) -> dict:
         with self._condition:
@@ -145,7 +153,9 @@ class PreviewServer:
 
             def do_GET(self) -> None:  # noqa: N802 (the http.server name)
                 path = self.path.split("?")[0]
-                if path == "/":
+                if not host_allowed(self.headers.get("Host"), preview._hosts):
+                    self._send(403, "text/plain", b"forbidden: unexpected Host header")
+                elif path == "/":
                     self._send(200, "text/html; charset=utf-8", preview._page())
                 elif path == "/faces.json":
                     self._send(200, "application/json", json.dumps(preview._state()).encode())
@@ -186,5 +196,64 @@ class PreviewServer:
         return Handler
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+def _escape(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def script_json(value: object) -> str:
+    """``value`` as JSON safe inside ``<script type="application/json">``.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c`` etc. (the same string to JSON.parse), so no value can
+    close the script element (``</script>``) or open a comment in it.
+    """
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_allowed(header: str | None, bound: tuple[str, ...]) -> bool:
+    """Whether a request's ``Host`` header names the server bound to the addresses/names ``bound``.
+
+    DNS rebinding points a DNS name the attacker controls at this server, so the browser sends that
+    name as Host; answering only names we know defeats it. Allowed (any port, or none, since a port
+    forward may change it):
+
+    - the bound host itself (as configured or as bound);
+    - on a loopback address (127.0.0.0/8, ::1) also ``localhost``, ``127.0.0.1`` and ``[::1]``;
+    - on all interfaces (0.0.0.0, ::) any IP literal (we cannot know every address the machine has,
+      and a rebinding attack needs a DNS name) and ``localhost``, but no other DNS name.
+
+    No Host header at all (HTTP/1.0) is refused too: a browser always sends one.
+    """
+    name = _host_name(header) if header else None
+    if name is None:
+        return False
+    if name in (b.lower() for b in bound):
+        return True
+    addresses = [_ip(b) for b in bound]
+    if any(a is not None and a.is_loopback for a in addresses):
+        return name in LOCAL_NAMES
+    if any(a is not None and a.is_unspecified for a in addresses):
+        return name == "localhost" or _ip(name) is not None
+    return False
+
+
+def _host_name(header: str) -> str | None:
+    """The lower-case host name of a Host header (``[v6]`` unbracketed), or None when malformed."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket or _ip(name) is None or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = header.partition(":")
+    return name if name and (not port or port.isdigit()) else None
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
