@@ -4,54 +4,141 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import storage
 from pipeline.sources.file import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+LOCK_NAME = ".emoray.lock"  # in every output folder while and after a run writes it (jobs.lock)
+JOB_FILE = "job.json"
 _SAMPLES = 16
 _SAMPLE_BYTES = 1 << 16
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
 
 
-def discover(paths: list[str | Path], *, glob: str | None = None) -> list[tuple[Path | str, Path]]:
-    """Files to process: each file given, and every media file under each directory given (recursive).
+@dataclass
+class Discovery:
+    """What a job's input paths hold.
 
-    Files named explicitly are taken whatever their extension (a wrong one fails later with a
-    clear error); in directories only known video and image extensions count. ``glob`` filters on
-    the path relative to the directory given (or on the file name) with shell wildcards. Object-store
-    URIs (``s3://bucket/prefix``) are listed the same way and stay URIs (str).
-
-    Returns:
-        (path, relative path) pairs, sorted and without duplicates; the relative path names the
-        annotated video under OUT/annotated/.
+    ``inputs``: (path, relative path) pairs to process, sorted, each once; the relative path names the
+    annotated video under OUT/annotated/. ``refused``: (path, reason) for inputs named on the command
+    line that cannot be processed (missing, not a regular file, not a media type): they fail the job.
+    ``skipped``: (path, reason) for files found in folders and left out (not regular files).
+    ``output_folders``: emoray output folders found among the inputs and not descended into.
     """
-    found: dict[Path | str, Path] = {}
+
+    inputs: list[tuple[Path | str, Path]] = field(default_factory=list)
+    refused: list[tuple[Path | str, str]] = field(default_factory=list)
+    skipped: list[tuple[Path | str, str]] = field(default_factory=list)
+    output_folders: list[Path] = field(default_factory=list)
+
+
+def is_output_folder(folder: Path) -> bool:
+    """True for a folder emoray writes results to: it holds the run lock or an emoray ``job.json``."""
+    if (folder / LOCK_NAME).exists():
+        return True
+    try:
+        return "spec" in json.loads((folder / JOB_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def media_type_error(name: str) -> str | None:
+    """Why a file name is not taken as media (None when it is): the same rule for named and found files."""
+    suffix = Path(name).suffix.lower()
+    if suffix in MEDIA_EXTENSIONS:
+        return None
+    known = " ".join(sorted(MEDIA_EXTENSIONS))
+    return f"not a video or image file name ({suffix or 'no extension'}; emoray reads {known})"
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a regular file (a FIFO would block the reader forever); None when it is one
+    or cannot be inspected (a dangling link fails later as unreadable)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')})"
+
+
+def _matches(relative: Path | str, glob: str | None) -> bool:
+    name = Path(relative).name
+    return glob is None or fnmatch.fnmatch(str(relative), glob) or fnmatch.fnmatch(name, glob)
+
+
+def discover(paths: list[str | Path], *, glob: str | None = None, output: str | Path | None = None) -> Discovery:
+    """The files to process: each file given, and every media file under each directory given (recursive).
+
+    Files named and files found follow one rule: known video and image extensions only (hidden
+    names are left out of folders). Non-regular files (FIFOs, sockets, devices) are never opened.
+    Discovery does not descend into ``output`` nor into any other emoray output folder (one that holds
+    the run lock or an emoray ``job.json``), so results are never taken as new inputs. ``glob``
+    filters on the path relative to the directory given (or on the file name) with shell wildcards.
+    Object-store URIs (``s3://bucket/prefix``) are listed the same way and stay URIs (str); objects
+    under the ``output`` URI are left out.
+    """
+    found = Discovery()
+    inputs: dict[Path | str, Path] = {}
+    out_uri = str(output).rstrip("/") + "/" if output is not None and storage.is_uri(output) else None
+    out_dir = Path(output).absolute() if output is not None and out_uri is None else None
     for text in map(str, paths):
         if storage.is_uri(text):
+            if not storage.exists(text):
+                found.refused.append((text, f"{text}: no such file or directory"))
+                continue
             for uri, relative in storage.list_media(text, MEDIA_EXTENSIONS, glob=glob):
-                found.setdefault(uri, relative)
+                reason = media_type_error(uri)
+                if reason and uri.rstrip("/") == text.rstrip("/"):
+                    found.refused.append((uri, f"{uri}: {reason}"))
+                elif not reason and not (out_uri and uri.startswith(out_uri)):
+                    inputs.setdefault(uri, relative)
             continue
         given = Path(text)
-        if given.is_dir():
-            for root, dirs, files in os.walk(given):
-                dirs.sort()
-                for name in sorted(files):
-                    path = Path(root, name)
-                    relative = path.relative_to(given)
-                    if path.suffix.lower() in MEDIA_EXTENSIONS and not name.startswith("."):
-                        if glob is None or fnmatch.fnmatch(str(relative), glob) or fnmatch.fnmatch(name, glob):
-                            found.setdefault(path.absolute(), relative)
-        elif os.path.lexists(given) and (glob is None or fnmatch.fnmatch(given.name, glob)):
-            found.setdefault(given.absolute(), Path(given.name))
-    return sorted(found.items(), key=lambda item: (isinstance(item[0], str), item[0]))  # paths, then URIs
+        if not os.path.lexists(given):
+            found.refused.append((given, f"{given}: no such file or directory"))
+        elif given.is_dir():
+            _walk(given, glob, out_dir, found, inputs)
+        elif _matches(given.name, glob):
+            reason = _not_regular(given) or media_type_error(given.name)
+            if reason:
+                found.refused.append((given, f"{given}: {reason}"))
+            else:
+                inputs.setdefault(given.absolute(), Path(given.name))
+    found.inputs = sorted(inputs.items(), key=lambda item: (isinstance(item[0], str), item[0]))  # paths, then URIs
+    return found
 
 
-def missing_inputs(paths: list[str | Path]) -> list[Path | str]:
-    """Inputs given on the command line that do not exist at all (not even as a dangling link)."""
-    return [p if storage.is_uri(p) else Path(p) for p in map(str, paths)
-            if not (storage.exists(p) if storage.is_uri(p) else os.path.lexists(p))]
+def _walk(given: Path, glob: str | None, out_dir: Path | None, found: Discovery, inputs: dict) -> None:
+    """Media files under the folder ``given``, leaving out output folders and non-regular files."""
+    def is_output(folder: Path) -> bool:
+        if (out_dir is not None and folder.absolute() == out_dir) or is_output_folder(folder):
+            found.output_folders.append(folder)
+            return True
+        return False
+
+    if is_output(given):
+        return
+    for root, dirs, files in os.walk(given):
+        dirs[:] = sorted(d for d in dirs if not is_output(Path(root, d)))
+        for name in sorted(files):
+            path = Path(root, name)
+            relative = path.relative_to(given)
+            if name.startswith(".") or media_type_error(name) or not _matches(relative, glob):
+                continue
+            reason = _not_regular(path)
+            if reason:
+                found.skipped.append((path, f"{path}: {reason}"))
+            else:
+                inputs.setdefault(path.absolute(), relative)
 
 
 def video_id(path: str | Path) -> str:

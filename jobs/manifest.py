@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from jobs.files import move_into_place
+
 COMPLETE, FAILED = "complete", "failed"
 
 
@@ -21,7 +23,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
         json.dump(payload, handle, indent=2, default=str)
         temporary = Path(handle.name)
-    os.replace(temporary, path)
+    move_into_place(temporary, path)
 
 
 def manifest_path(out: Path, video_id: str) -> Path:

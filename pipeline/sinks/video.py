@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from jobs.files import move_into_place
 from pipeline.annotate import draw_faces
 from pipeline.errors import OutputError, VideoError
 from pipeline.sinks.parquet import BOX_COLUMNS, FRAME_INDEX, TRACK_ID, probability_column
@@ -72,7 +73,7 @@ def write_annotated_video(
             av.open(str(temporary), "w", format="mp4", options={"movflags": "+faststart"}) as output,
         ):
             count = _encode(input_container, output, faces, info, sample_fps=sample_fps, labels=labels)
-        os.replace(temporary, destination)
+        move_into_place(temporary, destination)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, (av.error.FFmpegError, OSError)):

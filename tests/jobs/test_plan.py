@@ -41,9 +41,9 @@ def test_discovery_recurses_filters_and_names_by_content(tmp_path):
     shutil.copy(shared("videos/two_faces.mp4"), tmp_path / "copy.MOV")
     (tmp_path / "notes.txt").write_text("not media")
     (tmp_path / ".hidden.mp4").write_bytes(b"")
-    found = discover([tmp_path])
+    found = discover([tmp_path]).inputs
     assert [str(relative) for _, relative in found] == ["a/b/clip.mp4", "copy.MOV"]
-    assert [str(r) for _, r in discover([tmp_path], glob="*.mp4")] == ["a/b/clip.mp4"]
+    assert [str(r) for _, r in discover([tmp_path], glob="*.mp4").inputs] == ["a/b/clip.mp4"]
     assert video_id(tmp_path / "copy.MOV") == video_id(tmp_path / "a" / "b" / "clip.mp4") == video_id(shared("videos/two_faces.mp4"))
     assert video_id(shared("videos/no_face.mp4")) != video_id(shared("videos/two_faces.mp4"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobs import storage
-from jobs.discover import MEDIA_EXTENSIONS, discover, missing_inputs, video_id
+from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
 from jobs.manifest import is_complete
 from pipeline.errors import VideoError
 from tests.conftest import shared
@@ -44,13 +44,15 @@ def tree(tmp_path) -> Path:
 
 def test_a_uri_folder_is_discovered_like_the_same_folder_on_disk(tree):
     uri = f"file://{tree}/a"
-    found = discover([uri])
+    found = discover([uri]).inputs
     assert found == [(f"{uri}/b/clip.mp4", Path("b/clip.mp4")), (f"{uri}/walk.MOV", Path("walk.MOV"))]
-    assert [relative for _, relative in found] == [relative for _, relative in discover([tree / "a"])]
-    assert discover([uri], glob="*.mp4") == found[:1]
-    assert discover([f"{uri}/walk.MOV"]) == [(f"{uri}/walk.MOV", Path("walk.MOV"))]
+    assert [relative for _, relative in found] == [relative for _, relative in discover([tree / "a"]).inputs]
+    assert discover([uri], glob="*.mp4").inputs == found[:1]
+    assert discover([f"{uri}/walk.MOV"]).inputs == [(f"{uri}/walk.MOV", Path("walk.MOV"))]
     assert storage.list_media(f"file://{tree}/none", MEDIA_EXTENSIONS) == []
-    assert missing_inputs([f"file://{tree}/none", uri, str(tree)]) == [f"file://{tree}/none"]
+    missing = discover([f"file://{tree}/none", uri, str(tree)])
+    assert missing.refused == [(f"file://{tree}/none", f"file://{tree}/none: no such file or directory")]
+    assert discover([uri], output=f"{uri}/b").inputs == found[1:]  # nothing under the output URI
 
 
 def test_a_uri_has_the_content_id_of_the_file(tree):
