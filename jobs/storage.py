@@ -225,6 +225,17 @@ def upload(local: str | Path, uri: str) -> str:
     return uri
 
 
+def delete(uri: str) -> None:
+    """Remove an object; one already absent is no error."""
+    filesystem, path = resolve(uri)
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise StorageError(f"{uri}: cannot delete it ({error})") from error
+
+
 @contextlib.contextmanager
 def local_output(destination: str | Path) -> Iterator[Path]:
     """A local path to write ``destination`` to: itself, or for a URI a temporary file uploaded on success."""
@@ -284,6 +295,10 @@ class OutputStore:
         uri = upload(local, self.uri_of(local))
         Path(local).unlink()
         return uri
+
+    def share(self, local: str | Path) -> str:
+        """Upload a file of the staging folder where tasks on other nodes can read it, keeping the local copy."""
+        return upload(local, self.uri_of(local))
 
     def write_json(self, local: str | Path, payload: dict) -> str:
         """Write JSON to the store where the staging path ``local`` would go."""

@@ -2,13 +2,17 @@
 
 The driver discovers inputs, skips those already complete, and streams every video through Ray:
 ``inspect_video`` (probe + plan) -> ``process_segment`` tasks (decode, detect, classify) -> here,
-in order, tracking and Parquet writing -> ``annotate`` task -> manifest, written last. A failing
-video is recorded with its error and never stops the others.
+in order, tracking and Parquet writing (staged) -> ``annotate`` task -> the video's parts moved into
+place -> manifest, written last. A failing video is recorded with its error, publishes no rows and
+never stops the others. A ``StopRequest`` (SIGINT, SIGTERM) ends the job at the next safe point:
+finished videos stay, unfinished ones leave nothing visible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -19,17 +23,19 @@ from typing import Callable
 import ray
 
 from jobs import storage
-from jobs.discover import discover, missing_inputs, video_id
+from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
+from jobs.lock import output_lock
 from jobs.manifest import COMPLETE, FAILED, is_complete, manifest_path, read_manifest, write_json_atomic
 from jobs.spec import JobSpec
 from models.errors import EmorayError
-from pipeline.errors import OutputError
+from pipeline.errors import InputError, OutputError
 from pipeline.results import SegmentResult
-from pipeline.sinks.parquet import FACES, VideoResultsWriter
+from pipeline.sinks.parquet import FACES, FRAMES, PART_NAME, STAGING, VideoResultsWriter, partition_dir, remove_published
 from pipeline.sources.file import VideoInfo
 from pipeline.stages import ClusterPlan, inspect_video, process_segment, start_actors
+from pipeline.stopping import StopRequest
 
-SKIPPED = "skipped"
+SKIPPED, INTERRUPTED = "skipped", "interrupted"
 
 
 @dataclass
@@ -60,7 +66,12 @@ class _Video:
     writer: VideoResultsWriter | None = None
     last_pts: float = -1.0
     annotate_ref: ray.ObjectRef | None = None
+    shared_faces: str | None = None  # the staged faces file uploaded for the annotate task (output in a store)
     outputs: dict = field(default_factory=dict)
+
+
+class _Interrupted(Exception):
+    """The job's ``StopRequest`` was set before the models were ready."""
 
 
 def check_output_writable(out: str | Path) -> None:
@@ -102,8 +113,10 @@ def annotate(source: str, destination: str, faces_file: str, sample_fps: float |
 class BatchJob:
     """Runs one ``JobSpec`` on the Ray cluster ``ray.init`` connected to."""
 
-    def __init__(self, spec: JobSpec, *, on_progress: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, spec: JobSpec, *, on_progress: Callable[[dict], None] | None = None,
+                 stop: StopRequest | None = None) -> None:
         self.spec, self.options = spec, spec.options
+        self.stop = stop or StopRequest()
         # an output URI: files are written in a local staging folder, then uploaded video by video
         self.store = storage.OutputStore(spec.output) if storage.is_uri(spec.output) else None
         self.out = self.store.staging if self.store else Path(spec.output)
@@ -112,33 +125,58 @@ class BatchJob:
         self.frames_done = 0
 
     def run(self) -> list[VideoOutcome]:
+        """Process the job; holds the output folder's lock (one writer per folder) while it runs.
+
+        Raises:
+            OutputError, OutputLockedError, InputError: before any work, with the reason.
+        """
+        check_output_writable(self.spec.output)
         try:
-            return self._run()
+            with output_lock(self.spec.output):
+                return self._run()
         finally:
             if self.store:
                 self.store.close()
 
     def _run(self) -> list[VideoOutcome]:
-        check_output_writable(self.spec.output)
         started = time.monotonic()
-        inputs = discover(list(self.spec.inputs), glob=self.spec.glob)
-        self.outcomes = [VideoOutcome(str(p), None, FAILED, error=f"{p}: no such file or directory")
-                         for p in missing_inputs(list(self.spec.inputs))]
-        self.plan = plan = ClusterPlan.for_cluster(
-            ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
-        detectors, classifier = start_actors(self.options, plan)
-        classifier_info = ray.get(classifier.info.remote())
-        detector_id = ray.get(detectors[0].info.remote())["model_id"]
+        shutil.rmtree(self.out / STAGING, ignore_errors=True)  # parts of videos a killed run left unfinished
+        found = discover(list(self.spec.inputs), glob=self.spec.glob, output=self.spec.output)
+        self.outcomes = [VideoOutcome(str(p), None, FAILED, error=reason) for p, reason in found.refused]
+        self.outcomes += [VideoOutcome(str(p), None, SKIPPED, error=reason) for p, reason in found.skipped]
+        self.outcomes += [VideoOutcome(str(folder), None, SKIPPED, error=f"{folder}: an emoray output folder, not searched")
+                          for folder in found.output_folders]
+        if not found.inputs and not found.refused:
+            raise InputError(_no_inputs_message(self.spec))
+        self.model_ids, self.fingerprint = {}, None
+        try:
+            self.plan = plan = ClusterPlan.for_cluster(
+                ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
+            detectors, classifier = start_actors(self.options, plan)
+            classifier_info = self._get(classifier.info.remote())
+            detector_id = self._get(detectors[0].info.remote())["model_id"]
+        except _Interrupted:
+            self._write_job_json(time.monotonic() - started)
+            return self.outcomes
         self.labels = classifier_info["labels"]
         self.model_ids = {"detector": detector_id, "emotion_model": classifier_info["model_id"]}
         self.fingerprint = self.options.fingerprint(self.model_ids)
-        todo = self._select(inputs)
+        todo = self._select(found.inputs)
         self.total = len(todo) + len(self.outcomes)
         self._loop(todo, plan, detectors, classifier, classifier_info)
         for actor in [*detectors, classifier]:
             ray.kill(actor)
+        with contextlib.suppress(OSError):
+            (self.out / STAGING).rmdir()  # empty unless a video failed to clean up
         self._write_job_json(time.monotonic() - started)
         return self.outcomes
+
+    def _get(self, ref: ray.ObjectRef):
+        """``ray.get`` that gives way to the stop request."""
+        while not ray.wait([ref], timeout=0.25)[0]:
+            if self.stop.is_set():
+                raise _Interrupted
+        return ray.get(ref)
 
     def _select(self, inputs: list[tuple[Path, Path]]) -> deque:
         """Videos to process: not already complete (unless --force), each content once."""
@@ -170,7 +208,7 @@ class BatchJob:
         annotating: dict[ray.ObjectRef, _Video] = {}
         in_flight = 0
         round_robin = 0
-        while inspecting or active or annotating:
+        while (inspecting or active or annotating) and not self.stop.is_set():
             # submit segments, oldest video first, up to the cluster's budget
             for video in active:
                 while video.segments and in_flight < plan.max_segments_in_flight:
@@ -203,6 +241,19 @@ class BatchJob:
                     if ref is not None:
                         annotating[ref] = video
             self._progress(active)
+        unfinished = [*inspecting.values(), *active, *annotating.values()]
+        for video in unfinished:
+            self._interrupt(video)
+        for ref in [*inspecting, *annotating]:
+            ray.cancel(ref, force=False)
+
+    def _interrupt(self, video: _Video) -> None:
+        """Drop a video the stop request left unfinished: nothing of it published, no manifest."""
+        self._cancel(video)
+        self._discard_staged(video)
+        self.outcomes.append(VideoOutcome(str(video.path), video.video_id, INTERRUPTED,
+                                          error=f"stopped by {self.stop.signal_name or 'request'} before it finished",
+                                          seconds=time.monotonic() - video.started))
 
     def _start(self, video: _Video, ref: ray.ObjectRef) -> bool:
         try:
@@ -256,37 +307,41 @@ class BatchJob:
         if error:
             self._fail(video, EmorayError(error))
             return None
-        video.outputs = video.writer.complete()
-        if self.store:
-            video.outputs = {name: self.store.publish(path) for name, path in video.outputs.items()}
+        staged_faces = video.writer.close()[FACES]
         if not self.options.annotate:
             self._record(video)
             return None
+        video.shared_faces = self.store.share(staged_faces) if self.store else str(staged_faces)
         destination = self._final(_annotated_path(self.out, video.relative))
         video.annotate_ref = annotate.options(num_cpus=self.plan.segment_cpus).remote(
-            str(video.path), destination, video.outputs[FACES], self.options.fps, self.labels)
+            str(video.path), destination, video.shared_faces, self.options.fps, self.labels)
         return video.annotate_ref
 
     def _finish_annotation(self, video: _Video) -> None:
         try:
             ray.get(video.annotate_ref)
         except (EmorayError, ray.exceptions.RayError) as error:
-            self._record(video, f"annotated video: {_message(error, video.path)}")
+            self._fail(video, EmorayError(f"annotated video: {_message(error, video.path)}"))
             return
         self._record(video)
 
-    def _record(self, video: _Video, error: str | None = None) -> None:
+    def _record(self, video: _Video) -> None:
+        """Publish a finished video's parts, then write its manifest: the video is complete."""
         writer = video.writer
+        video.outputs = writer.publish()
+        if self.store:
+            video.outputs = {name: self.store.publish(path) for name, path in video.outputs.items()}
+            if video.shared_faces:
+                storage.delete(video.shared_faces)
         annotated = self._final(_annotated_path(self.out, video.relative))
-        if self.options.annotate and error is None and self._exists(annotated):
+        if self.options.annotate and self._exists(annotated):
             video.outputs["annotated"] = annotated
-        status = COMPLETE if error is None else FAILED
-        outcome = VideoOutcome(str(video.path), video.video_id, status, writer.frames_written, writer.faces_written,
-                               writer.dominant_emotion, error, time.monotonic() - video.started)
+        outcome = VideoOutcome(str(video.path), video.video_id, COMPLETE, writer.frames_written, writer.faces_written,
+                               writer.dominant_emotion, None, time.monotonic() - video.started)
         self.outcomes.append(outcome)
         self._write_json(manifest_path(self.out, video.video_id), {
             "video_id": video.video_id, "path": str(video.path), "relative_path": str(video.relative),
-            "status": status, "error": error, "fingerprint": self.fingerprint, "models": self.model_ids,
+            "status": COMPLETE, "error": None, "fingerprint": self.fingerprint, "models": self.model_ids,
             "options": self.options.to_dict(), "probe": vars(video.info) if video.info else None,
             "counts": {"frames": writer.frames_written, "faces": writer.faces_written},
             "dominant_emotion": writer.dominant_emotion, "outputs": video.outputs,
@@ -296,9 +351,10 @@ class BatchJob:
         })
 
     def _fail(self, video: _Video, error: BaseException) -> None:
+        """Record a failed video: its staged parts dropped, and rows an earlier run published removed."""
         message = _message(error, video.path)
-        if video.writer is not None:
-            video.writer.abort()
+        self._discard_staged(video)
+        self._unpublish(video.video_id)
         self.outcomes.append(VideoOutcome(str(video.path), video.video_id, FAILED, error=message,
                                           seconds=time.monotonic() - video.started))
         self._write_json(manifest_path(self.out, video.video_id), {
@@ -307,6 +363,12 @@ class BatchJob:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         video.writer = None
+
+    def _discard_staged(self, video: _Video) -> None:
+        if video.writer is not None:
+            video.writer.abort()
+        if self.store and video.shared_faces:
+            storage.delete(video.shared_faces)
 
     def _progress(self, active: list[_Video]) -> None:
         self.on_progress({"done": len(self.outcomes), "total": self.total, "frames": self.frames_done,
@@ -317,6 +379,8 @@ class BatchJob:
         self._write_json(self.out / "job.json", {
             "spec": self.spec.to_dict(), "models": self.model_ids, "fingerprint": self.fingerprint,
             "summary": {"videos": len(self.outcomes), "failed": len(failed),
+                        "interrupted": sum(o.status == INTERRUPTED for o in self.outcomes),
+                        "stopped_by": self.stop.signal_name if self.stop.is_set() else None,
                         "frames": sum(o.frames for o in self.outcomes if o.status == COMPLETE),
                         "faces": sum(o.faces for o in self.outcomes if o.status == COMPLETE),
                         "seconds": round(seconds, 3)},
@@ -332,6 +396,12 @@ class BatchJob:
     def _exists(self, final: str) -> bool:
         return storage.exists(final) if self.store else os.path.exists(final)
 
+    def _unpublish(self, video_id: str) -> None:
+        if not self.store:
+            return remove_published(self.out, video_id)
+        for table in (FACES, FRAMES):
+            storage.delete(self._final(partition_dir(self.out, table, video_id) / PART_NAME))
+
     def _read_manifest(self, video_id: str) -> dict | None:
         if self.store:
             return self.store.read_json(manifest_path(self.out, video_id))
@@ -342,6 +412,12 @@ class BatchJob:
             self.store.write_json(path, payload)
         else:
             write_json_atomic(path, payload)
+
+
+def _no_inputs_message(spec: JobSpec) -> str:
+    where = ", ".join(spec.inputs)
+    matching = f", matching --glob {spec.glob!r}" if spec.glob else ""
+    return f"no inputs found under {where} (extensions {' '.join(sorted(MEDIA_EXTENSIONS))}{matching})"
 
 
 def _message(error: BaseException, path: Path) -> str:

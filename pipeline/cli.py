@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -117,8 +118,10 @@ def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det
         device, no_annotate, force, as_json, address):
     """Find faces and their emotions in videos and images; write Parquet, annotated videos and manifests.
 
-    PATHS are files or directories (searched recursively for videos and images). Videos already
-    complete in OUT with the same models and options are skipped; rerun the same command to resume.
+    PATHS are files or directories (searched recursively for videos and images; OUT and other emoray
+    output folders are left out). Videos already complete in OUT with the same models and options are
+    skipped; rerun the same command to resume. One run at a time writes OUT. SIGTERM or Ctrl-C keep
+    finished videos, publish nothing of unfinished ones and exit 143 or 130.
 
     \b
     Examples:
@@ -129,9 +132,11 @@ def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det
     """
     from rich.console import Console
 
-    from pipeline.batch import BatchJob
+    from jobs.lock import output_lock
+    from pipeline.batch import BatchJob, check_output_writable
     from pipeline.cluster import connect
-    from pipeline.report import JobProgress, summary_json, summary_table
+    from pipeline.report import JobProgress, stop_line, summary_json, summary_table
+    from pipeline.stopping import stop_on_signals
 
     try:
         options = RunOptions(detector=detector, emotion_model=emotion_model, fps=fps, min_face=min_face,
@@ -142,16 +147,19 @@ def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     console = Console(stderr=True)
     try:
-        from pipeline.batch import check_output_writable
-
         check_output_writable(output)
-        connect(address)
-        with JobProgress(console) as progress:
-            outcomes = BatchJob(spec, on_progress=progress.update).run()
+        with output_lock(output), stop_on_signals() as signals:
+            connect(address)
+            signals.install()  # ray.init put its own SIGTERM handler in place of ours
+            with JobProgress(console) as progress:
+                outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()
     except EmorayError as error:
         click.echo(f"emoray: {error}", err=True)
         sys.exit(EXIT_FAILED)
     failed = [o for o in outcomes if o.status == "failed"]
+    if signals.request.is_set():
+        click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)
+        sys.exit(signals.request.exit_code)
     if as_json:
         click.echo(json.dumps(summary_json(outcomes, output), indent=2))
     else:
@@ -219,15 +227,18 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
     if not is_stream(source) and not realtime:
         raise click.BadParameter(f"{source} is a file: use `emoray run` to process every frame, or --realtime "
                                  "to play it as a live source", param_hint="SOURCE")
+    held = contextlib.ExitStack()
     try:
         options = LiveOptions(detector=detector, emotion_model=emotion_model, det_size=_det_size(det_size),
                               score_threshold=score_threshold, min_face=min_face, device=device)
         reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=socket_timeout,
                                            max_retries=max_retries, realtime=realtime)
         if output is not None:
+            from jobs.lock import output_lock
             from pipeline.batch import check_output_writable
 
             check_output_writable(Path(output))
+            held.enter_context(output_lock(output))  # released when the process exits
         if address:
             from pipeline.cluster import connect
 
@@ -260,13 +271,16 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="Write the result to this file.")
 def query(output, sql, output_format, out_file):
-    """Run SQL (DuckDB) over a job's outputs: views ``faces`` and ``frames``.
+    """Run SQL (DuckDB) over a job's outputs: views ``faces``, ``frames`` and ``videos`` (the manifests).
+
+    Rows of a video appear once it is complete; ``videos`` also lists failed videos with the reason.
 
     \b
     Examples:
       emoray query results/ "SELECT emotion, count(*) FROM faces GROUP BY 1 ORDER BY 2 DESC"
       emoray query results/ "SELECT video_id, avg(num_faces) FROM frames GROUP BY 1" --format csv
       emoray query results/ "SELECT * FROM faces WHERE emotion = 'happy'" --format json -o happy.json
+      emoray query results/ "SELECT path, error FROM videos WHERE status = 'failed'"
     """
     from pipeline.query import query as run_query
 

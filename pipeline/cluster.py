@@ -8,6 +8,9 @@ import os
 import ray
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
+_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray binds to loopback, as on a laptop
+_TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+_reaper = None  # the watchdog of the embedded Ray; holding it keeps its pipe open
 
 
 def use_token_if_available() -> bool:
@@ -34,11 +37,44 @@ def use_token_if_available() -> bool:
 
 
 def connect(address: str | None = None) -> None:
-    """Start or join Ray once per process (idempotent)."""
+    """Start or join Ray once per process (idempotent).
+
+    A connected cluster (``address``) is used as its operator configured it. The embedded one, for a
+    job on this machine, listens on 127.0.0.1 only, keeps Ray's token authentication without its
+    warning, and ends with this process, even when it is killed (``pipeline.reaper``).
+    """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if address not in (None, "auto"):  # Ray itself looks for a token only for a local or "auto" cluster
         use_token_if_available()
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        return _start_embedded()
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=True)
+
+
+def _start_embedded() -> None:
+    global _reaper
+    from ray._private import ray_constants
+
+    # Ray's single-machine mode (its default on macOS and Windows): every server binds to loopback.
+    # Read from the environment by the processes ray.init starts, and from ray_constants here.
+    saved = os.environ.get(_LOCAL_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOCAL_ONLY_ENV], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    # Ray turns token authentication on for a new local cluster and warns about it on every run
+    token_setup = logging.getLogger(_TOKEN_SETUP_LOGGER)
+    token_setup_level = token_setup.level
+    token_setup.setLevel(logging.ERROR)
+    try:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True, log_to_driver=True)
+    finally:
+        token_setup.setLevel(token_setup_level)
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+        if saved[0] is None:
+            os.environ.pop(_LOCAL_ONLY_ENV, None)
+        else:
+            os.environ[_LOCAL_ONLY_ENV] = saved[0]
+    from pipeline.reaper import start_reaper
+
+    _reaper = start_reaper()

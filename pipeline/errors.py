@@ -9,3 +9,7 @@ class VideoError(EmorayError, ValueError):
 
 class OutputError(EmorayError, OSError):
     """The output directory cannot be written."""
+
+
+class InputError(EmorayError, ValueError):
+    """A job's inputs hold nothing to process."""

@@ -51,3 +51,11 @@ def summary_table(outcomes: list[VideoOutcome]) -> Table:
 
 def summary_json(outcomes: list[VideoOutcome], out: str) -> dict:
     return {"output": out, "failed": sum(o.status == "failed" for o in outcomes), "videos": [asdict(o) for o in outcomes]}
+
+
+def stop_line(outcomes: list[VideoOutcome], signal_name: str | None, out: str) -> str:
+    """The one line a stopped run ends with: what is kept, what is not, how to go on."""
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("complete", "skipped", "failed", "interrupted")}
+    return (f"emoray: stopped by {signal_name or 'request'}: {counts['complete']} videos complete, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed, {counts['interrupted']} unfinished "
+            f"(nothing of them is in {out}); rerun the same command to finish")

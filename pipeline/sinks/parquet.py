@@ -3,24 +3,27 @@
 Layout: ``OUT/faces/video_id=<id>/part-0.parquet`` and ``OUT/frames/video_id=<id>/part-0.parquet``
 (hive partitions: ``video_id`` comes from the folder name, so DuckDB, Polars, pandas and Spark read
 each folder as one table). Model ids and options are in each file's key-value metadata. Files are
-written under a hidden temporary name and renamed into place on ``complete()``.
+written in the hidden ``OUT/.staging/`` and moved into place when their video completes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.files import move_into_place
 from pipeline.results import SegmentResult
 from pipeline.track import IoUTracker
 
 FACES, FRAMES = "faces", "frames"
 PART_NAME = "part-0.parquet"
+STAGING = ".staging"
 VIDEO_PATH, FRAME_INDEX, PTS_TIME = "video_path", "frame_index", "pts_time"
 FACE_INDEX, TRACK_ID = "face_index", "track_id"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
@@ -89,25 +92,40 @@ def result_columns(result: SegmentResult, labels: list[str], video_path: str,
     return faces, frames
 
 
+def staging_dir(out: Path, video_id: str) -> Path:
+    """Where a video's parts are written until the video completes: hidden from every reader of OUT."""
+    return out / STAGING / video_id
+
+
+def remove_published(out: Path, video_id: str) -> None:
+    """Delete a video's published parts (a failed rerun must not leave older rows visible)."""
+    for table in (FACES, FRAMES):
+        folder = partition_dir(out, table, video_id)
+        (folder / PART_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 class VideoResultsWriter:
     """Streams one video's segment results, in order, into its ``faces`` and ``frames`` files.
 
-    Follows start/write/complete/abort: nothing appears under its final name unless ``complete()``.
-    Tracking happens here, where frames arrive in order.
+    Follows write/close/publish (or abort): the files are written in ``OUT/.staging/<video_id>/``
+    and appear in their partitions only on ``publish()``, just before the manifest, so a reader of
+    ``faces/`` never sees rows of a video that is half done, failed or killed. Tracking happens
+    here, where frames arrive in order.
     """
 
     def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object]) -> None:
         self.video_path, self.labels = video_path, list(labels)
         encoded = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
         self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in (FACES, FRAMES)}
-        self._temporary = {table: path.with_name(f".{path.name}.{os.getpid()}.tmp") for table, path in self._targets.items()}
-        for path in self._temporary.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for leftover in path.parent.glob(f".{PART_NAME}.*.tmp"):  # from a run that was killed
-                leftover.unlink(missing_ok=True)
+        self._staging = staging_dir(out, video_id)
+        shutil.rmtree(self._staging, ignore_errors=True)  # left by a run that was killed
+        self._staging.mkdir(parents=True)
+        self.staged = {table: self._staging / f"{table}.parquet" for table in (FACES, FRAMES)}
         self._writers = {
-            FACES: pq.ParquetWriter(self._temporary[FACES], faces_schema(self.labels, encoded)),
-            FRAMES: pq.ParquetWriter(self._temporary[FRAMES], frames_schema(encoded)),
+            FACES: pq.ParquetWriter(self.staged[FACES], faces_schema(self.labels, encoded)),
+            FRAMES: pq.ParquetWriter(self.staged[FRAMES], frames_schema(encoded)),
         }
         self._tracker = IoUTracker()
         self.frames_written = self.faces_written = 0
@@ -127,25 +145,26 @@ class VideoResultsWriter:
         if len(result.probabilities):
             self.emotion_counts += np.bincount(result.probabilities.argmax(axis=1), minlength=len(self.labels))
 
-    def complete(self) -> dict[str, str]:
-        """Close the files and move them into place; returns the final paths."""
+    def close(self) -> dict[str, Path]:
+        """Finish the files, still staged (the annotated video is drawn from them); returns their paths."""
         for writer in self._writers.values():
             writer.close()
-        for table, temporary in self._temporary.items():
-            os.replace(temporary, self._targets[table])
+        return dict(self.staged)
+
+    def publish(self) -> dict[str, str]:
+        """Move the closed files into their partitions; returns the final paths."""
+        for table, staged in self.staged.items():
+            self._targets[table].parent.mkdir(parents=True, exist_ok=True)
+            move_into_place(staged, self._targets[table])
+        shutil.rmtree(self._staging, ignore_errors=True)
         return {table: str(path) for table, path in self._targets.items()}
 
     def abort(self) -> None:
         """Drop everything written so far."""
         for writer in self._writers.values():
-            try:
+            with contextlib.suppress(OSError, pa.ArrowException):
                 writer.close()
-            except (OSError, pa.ArrowException):
-                pass
-        for temporary in self._temporary.values():
-            temporary.unlink(missing_ok=True)
-            if not any(temporary.parent.iterdir()):
-                temporary.parent.rmdir()
+        shutil.rmtree(self._staging, ignore_errors=True)
 
     @property
     def dominant_emotion(self) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import psutil
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -183,11 +184,19 @@ def test_a_run_killed_half_way_then_rerun_equals_a_clean_run(job, tmp_path):
         while not list((out / "manifest").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
         assert list((out / "manifest").glob("*.json")), "the first video never completed"
+        ray_processes = psutil.Process(process.pid).children(recursive=True)
+        os.kill(process.pid, signal.SIGKILL)  # the driver alone: the embedded Ray must end with it
+        process.wait()
+        _, leftovers = psutil.wait_procs(ray_processes, timeout=15)
+        assert ray_processes and not leftovers, leftovers
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # the driver and the local Ray it started
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         shutil.rmtree(ray_dir, ignore_errors=True)
+    manifests = {p.stem for p in (out / "manifest").glob("*.json")}
+    published = {p.parent.name.removeprefix("video_id=") for p in out.glob("f*/video_id=*/*.parquet")}
+    assert published == manifests  # the video cut off by the kill shows no rows
     exit_code, summary = _run(*[str(shared(f"videos/{n}")) for n in names], "-o", str(out), "--no-annotate")
     assert exit_code == 0
     assert sorted(v["status"] for v in summary["videos"]) in (["complete", "skipped"], ["complete", "complete"])
