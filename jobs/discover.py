@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import storage
-from pipeline.sources.file import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # one frame each
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp",
+    ".gif", ".ogv", ".mxf",
+})
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 LOCK_NAME = ".emoray.lock"  # in every output folder while and after a run writes it (jobs.lock)
 JOB_FILE = "job.json"

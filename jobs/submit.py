@@ -104,7 +104,7 @@ class ClusterJobs:
     """
 
     def __init__(self, address: str = DEFAULT_DASHBOARD) -> None:
-        from pipeline.cluster import use_token_if_available
+        from jobs.cluster import use_token_if_available
 
         self.address = address if "://" in address else f"http://{address}"
         use_token_if_available()

@@ -16,14 +16,8 @@ import av
 import cv2
 import numpy as np
 
+from jobs.discover import IMAGE_EXTENSIONS
 from pipeline.errors import VideoError
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp",
-    ".gif", ".ogv", ".mxf",
-})
-
 
 _LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"})
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG

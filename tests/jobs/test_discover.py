@@ -8,7 +8,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from jobs.discover import discover
+from jobs.discover import discover, video_id
 from tests.conftest import shared
 
 
@@ -56,3 +56,16 @@ def test_output_folders_are_not_descended_into(tmp_path):
     assert sorted(str(relative) for _, relative in found.inputs) == ["clip.mp4", "other/annotated/clip.mp4"]
     assert sorted(found.output_folders) == [tmp_path / "old-results", tmp_path / "out"]
     assert discover([tmp_path / "out"], output=Path(tmp_path / "out")).inputs == []
+
+
+def test_discovery_recurses_filters_and_names_by_content(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(shared("videos/two_faces.mp4"), tmp_path / "a" / "b" / "clip.mp4")
+    shutil.copy(shared("videos/two_faces.mp4"), tmp_path / "copy.MOV")
+    (tmp_path / "notes.txt").write_text("not media")
+    (tmp_path / ".hidden.mp4").write_bytes(b"")
+    found = discover([tmp_path]).inputs
+    assert [str(relative) for _, relative in found] == ["a/b/clip.mp4", "copy.MOV"]
+    assert [str(r) for _, r in discover([tmp_path], glob="*.mp4").inputs] == ["a/b/clip.mp4"]
+    assert video_id(tmp_path / "copy.MOV") == video_id(tmp_path / "a" / "b" / "clip.mp4") == video_id(shared("videos/two_faces.mp4"))
+    assert video_id(shared("videos/no_face.mp4")) != video_id(shared("videos/two_faces.mp4"))

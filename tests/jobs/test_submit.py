@@ -140,7 +140,7 @@ def test_a_token_where_ray_keeps_it_turns_token_auth_on(tmp_path, env, expected)
     if env.pop("token_file", None):
         (home / ".ray" / "auth_token").write_text("0" * 64)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    code = "from pipeline.cluster import use_token_if_available as u; import os; print(u(), os.environ.get('RAY_AUTH_MODE'))"
+    code = "from jobs.cluster import use_token_if_available as u; import os; print(u(), os.environ.get('RAY_AUTH_MODE'))"
     result = subprocess.run([sys.executable, "-c", code], env=clean | {"HOME": str(home)} | env,
                             capture_output=True, text=True, check=True)
     exported = "token" if expected == "True" else env.get("RAY_AUTH_MODE", "None")  # what child processes inherit

@@ -1,17 +1,14 @@
-"""Discovery, content ids and keyframe-aligned segments on the real clips."""
+"""Keyframe-aligned segments on the real clips, and a video in many segments equal to one."""
 
 from __future__ import annotations
-
-import shutil
 
 import pyarrow.dataset as ds
 import pytest
 
-from jobs.discover import discover, video_id
-from jobs.plan import plan_segments
 from jobs.spec import JobSpec, RunOptions
 from pipeline.batch import BatchJob
 from pipeline.sources.file import iter_frames, probe
+from pipeline.sources.plan import plan_segments
 from tests.conftest import shared
 
 
@@ -33,19 +30,6 @@ def test_short_videos_and_images_are_one_segment():
     assert len(plan_segments(shared("videos/two_faces.mp4"), probe(shared("videos/two_faces.mp4")), segment_seconds=60)) == 1
     photo = shared("photos/multi_face.jpg")
     assert len(plan_segments(photo, probe(photo), segment_seconds=0.01)) == 1
-
-
-def test_discovery_recurses_filters_and_names_by_content(tmp_path):
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    shutil.copy(shared("videos/two_faces.mp4"), tmp_path / "a" / "b" / "clip.mp4")
-    shutil.copy(shared("videos/two_faces.mp4"), tmp_path / "copy.MOV")
-    (tmp_path / "notes.txt").write_text("not media")
-    (tmp_path / ".hidden.mp4").write_bytes(b"")
-    found = discover([tmp_path]).inputs
-    assert [str(relative) for _, relative in found] == ["a/b/clip.mp4", "copy.MOV"]
-    assert [str(r) for _, r in discover([tmp_path], glob="*.mp4").inputs] == ["a/b/clip.mp4"]
-    assert video_id(tmp_path / "copy.MOV") == video_id(tmp_path / "a" / "b" / "clip.mp4") == video_id(shared("videos/two_faces.mp4"))
-    assert video_id(shared("videos/no_face.mp4")) != video_id(shared("videos/two_faces.mp4"))
 
 
 def test_a_video_in_many_segments_gives_the_same_results_as_in_one(local_ray, tmp_path):

@@ -5,7 +5,7 @@ driver for a minute or more (still listening, ~200 MB). This watchdog is started
 a pipe on its stdin; it records the driver's descendants every half second, and when the pipe
 closes (the driver exited, however) it ends those still running. Standard library and psutil only.
 
-Run as ``python -m pipeline.reaper DRIVER_PID``.
+Run as ``python -m jobs.reaper DRIVER_PID``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ GRACE_SECONDS = 2.0
 
 def start_reaper() -> subprocess.Popen:
     """Start the watchdog for this process; it lives until this process is gone, then cleans up."""
-    return subprocess.Popen([sys.executable, "-m", "pipeline.reaper", str(os.getpid())], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "jobs.reaper", str(os.getpid())], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -41,7 +41,7 @@ def connect(address: str | None = None) -> None:
 
     A connected cluster (``address``) is used as its operator configured it. The embedded one, for a
     job on this machine, listens on 127.0.0.1 only, keeps Ray's token authentication without its
-    warning, and ends with this process, even when it is killed (``pipeline.reaper``).
+    warning, and ends with this process, even when it is killed (``jobs.reaper``).
     """
     if ray.is_initialized():
         return
@@ -75,6 +75,6 @@ def _start_embedded() -> None:
             os.environ.pop(_LOCAL_ONLY_ENV, None)
         else:
             os.environ[_LOCAL_ONLY_ENV] = saved[0]
-    from pipeline.reaper import start_reaper
+    from jobs.reaper import start_reaper
 
     _reaper = start_reaper()
