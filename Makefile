@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
 # System packages (Debian) for the live-mode tests, which skip without them: GStreamer's RTSP server,
-# run by the system /usr/bin/python3 (tools/rtsp_server.py, a camera on 127.0.0.1), and Chromium with a
+# run by the system /usr/bin/python3 (pipeline/bench/camera.py, a camera on 127.0.0.1), and Chromium with a
 # font, to render the live preview page. `make system-deps` returns at once when all are present;
 # it installs them as root or through sudo, and otherwise only says what to install.
 SYSTEM_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \

@@ -1,6 +1,6 @@
 """Fixtures for live-mode tests: a real RTSP camera on 127.0.0.1 and a real headless browser.
 
-RTSP camera (``pipeline/rtsp_server.py`` running ``pipeline/gst_rtsp_server.py``, GStreamer's RTSP server under the system ``/usr/bin/python3``):
+RTSP camera (``FaultyCamera``: ``pipeline/bench/camera.py`` running ``pipeline/bench/gst_camera.py``, GStreamer's RTSP server under the system ``/usr/bin/python3``):
 
     def test_something(rtsp_server_factory):
         server = rtsp_server_factory(shared("videos/WolfgangLanger_Pexels.mp4"))  # started
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.rtsp_server import RtspServer, rtsp_server_missing
+from pipeline.bench.camera import RtspServer, rtsp_server_missing
 from tests.conftest import shared
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,32 @@ RTSP_CLIPS = {
     "videos/three_faces_walking.mp4": {"size": (480, 270), "fps": 12.023, "keyframe_every_s": 3.41},
 }
 
+class FaultyCamera(RtspServer):
+    """The bench's RTSP camera with the faults the live tests inject: power loss, reboot, a hang."""
+
+    def kill(self) -> None:
+        """Kills the server at once (SIGKILL), like a camera losing power; ``start()`` brings it back."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        self._signal(process, signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+
+    def restart(self) -> str:
+        """Stops and starts the server on the same port; returns the (same) URL."""
+        self.stop()
+        return self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but sends nothing (a hung camera)."""
+        self._signal(self.process, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze()``: the stream resumes where the clock now is."""
+        self._signal(self.process, signal.SIGCONT)
+
+
 def require_rtsp_server() -> None:
     """Skips the calling test with the reason when the RTSP test server cannot run here."""
     reason = rtsp_server_missing()
@@ -62,10 +88,10 @@ def require_rtsp_server() -> None:
 def rtsp_server_factory():
     """``make(video, port=0, path="/stream", start=True) -> RtspServer``; all are stopped at teardown."""
     require_rtsp_server()
-    servers: list[RtspServer] = []
+    servers: list[FaultyCamera] = []
 
-    def make(video: str | os.PathLike, port: int = 0, path: str = "/stream", start: bool = True) -> RtspServer:
-        server = RtspServer(video, port=port, path=path)
+    def make(video: str | os.PathLike, port: int = 0, path: str = "/stream", start: bool = True) -> FaultyCamera:
+        server = FaultyCamera(video, port=port, path=path)
         servers.append(server)
         if start:
             server.start()

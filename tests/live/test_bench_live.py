@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.bench_live import format_live_report, run_live_bench
+from pipeline.bench.live import format_live_report, run_live_bench
 from tests.live.conftest import require_rtsp_server
 
 

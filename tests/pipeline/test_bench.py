@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.bench import FPS, format_report, run_bench
+from pipeline.bench.batch import FPS, format_report, run_bench
 
 
 def test_quick_bench_measures_every_stage_and_reports_it(local_ray, tmp_path):

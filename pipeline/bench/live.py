@@ -1,4 +1,4 @@
-"""``emoray bench --live``: capture-to-result latency of live mode against a local RTSP server.
+"""``emoray bench --only live``: capture-to-result latency of live mode against a local RTSP server.
 
 For each resolution a camera-like clip (no B-frames, a keyframe a second) is served in a loop by
 GStreamer's RTSP server on 127.0.0.1 at its frame rate, and live mode follows it for a while. The
@@ -21,12 +21,16 @@ import numpy as np
 import psutil
 
 from models.errors import EmorayError
-from pipeline.bench import format_number, text_table
-from pipeline.live import LiveOptions, LiveResult, LiveSession, LocalModels, ParquetSink
-from pipeline.rtsp_server import RtspServer, rtsp_server_missing
+from pipeline.bench.batch import format_number, text_table
+from jobs.spec import ModelOptions
+from pipeline.bench.camera import RtspServer, rtsp_server_missing
+from pipeline.faces import FaceStep
+from pipeline.inference import LocalModels
+from pipeline.live import LiveSession
+from pipeline.results import FaceBatch
 from pipeline.samples import make_clip
 from pipeline.sinks.live_parquet import RollingPartsWriter
-from pipeline.sources.file import iter_frames
+from pipeline.sources.file import iter_frames, probe
 from pipeline.sources.live import LiveReader, LiveSourceOptions
 
 LIVE_RESOLUTIONS: tuple[tuple[int, int], ...] = ((640, 360), (1280, 720))
@@ -47,20 +51,17 @@ def _camera_clip(workdir: Path, size_wh: tuple[int, int]) -> Path:
     return path
 
 
-def _bare_models_ms(models: LocalModels, clip: Path, det_size: int) -> float:
-    """Median time of the model calls alone (detect, crop, classify) for one frame of ``clip`` (warm: a median)."""
+def _bare_models_ms(models: LocalModels, clip: Path, options: ModelOptions) -> float:
+    """Median time of the face step alone (resize, detect, crop, classify) for one frame of ``clip``."""
+    step = FaceStep(models, probe(clip), det_size=options.det_size, min_face=options.min_face)
     times = []
     frames = iter_frames(str(clip))
     try:
         for decoded in frames:
             if decoded.index >= BARE_FRAMES:
                 break
-            width, height = decoded.frame.width, decoded.frame.height
-            scale = det_size / max(width, height)
-            small = decoded.to_rgb(0, (round(width * scale), round(height * scale)))
             started = time.perf_counter()
-            detections = models.detect(small)
-            models.classify(models.classifier.crop(decoded.to_gray(0), detections.xyxy / scale))
+            step([decoded])
             times.append((time.perf_counter() - started) * 1000)
     finally:
         frames.close()
@@ -74,19 +75,19 @@ class _Timeline:
         self.started = time.monotonic()
         self.points: list[tuple[float, float]] = []
 
-    def write(self, result: LiveResult) -> None:
-        self.points.append((time.monotonic() - self.started, result.latency_ms))
+    def write(self, batch: FaceBatch) -> None:
+        self.points.append((time.monotonic() - self.started, float(batch.latency_ms[0])))
 
     def close(self) -> None:
         pass
 
 
-def _follow(url: str, models: LocalModels, options: LiveOptions, seconds: float, out: Path) -> tuple[dict, list, list]:
+def _follow(url: str, models: LocalModels, options: ModelOptions, seconds: float, out: Path) -> tuple[dict, list, list]:
     """Run live mode on ``url`` for ``seconds``; stats, (elapsed, latency) pairs, and (elapsed, RSS MB) samples."""
     reader = LiveReader(url, LiveSourceOptions(timeout=5.0, max_retries=3))
     writer = RollingPartsWriter(out, reader.name, models.labels, {"bench": True}, roll_seconds=ROLL_SECONDS)
     timeline = _Timeline()
-    session = LiveSession(reader, models, [ParquetSink(writer), timeline], det_size=options.det_size)
+    session = LiveSession(reader, models, [writer, timeline], options)
     process = psutil.Process()
     rss: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -113,14 +114,14 @@ def run_live_bench(*, resolutions: Sequence[tuple[int, int]] = LIVE_RESOLUTIONS,
     if missing:
         raise LiveBenchError(f"the live bench needs a local RTSP server: {missing}")
     workdir.mkdir(parents=True, exist_ok=True)
-    options = LiveOptions(device=device)
+    options = ModelOptions(device=device)
     models = LocalModels(options)
     rows = []
     growth = None
     with tempfile.TemporaryDirectory(dir=workdir, prefix="live-") as scratch:
         for number, size in enumerate(resolutions):
             clip = _camera_clip(workdir, tuple(size))
-            bare_ms = _bare_models_ms(models, clip, options.det_size)
+            bare_ms = _bare_models_ms(models, clip, options)
             run_seconds = long_seconds if number == 0 and long_seconds > seconds else seconds
             with RtspServer(clip) as server:
                 stats, timeline, rss = _follow(server.url, models, options, run_seconds, Path(scratch) / f"{number}")

@@ -4,7 +4,7 @@
 Run it with the *system* interpreter (it needs PyGObject and GStreamer's RTSP server library, which
 `make system-deps` installs and which are not in the project's virtual environment):
 
-    /usr/bin/python3 pipeline/gst_rtsp_server.py VIDEO.mp4 [--port 0] [--path /stream] [--host 127.0.0.1]
+    /usr/bin/python3 pipeline/bench/gst_camera.py VIDEO.mp4 [--port 0] [--path /stream] [--host 127.0.0.1]
 
 When it is ready it prints exactly one line, ``READY rtsp://127.0.0.1:PORT/stream``, on stdout; every
 other message goes to stderr. ``--port 0`` (the default) binds any free port; ``--port N`` binds N (tests
@@ -48,7 +48,7 @@ try:
     from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 except (ImportError, ValueError) as exc:  # ValueError: "Namespace GstRtspServer not available"
     sys.exit(
-        f"gst_rtsp_server.py: {exc}. Run it with /usr/bin/python3 after `make system-deps` "
+        f"gst_camera.py: {exc}. Run it with /usr/bin/python3 after `make system-deps` "
         "(python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,bad})."
     )
 
@@ -131,14 +131,14 @@ class LoopingSource:
             10 * Gst.SECOND, Gst.MessageType.ASYNC_DONE | Gst.MessageType.ERROR
         )
         if self.error:
-            raise SystemExit(f"gst_rtsp_server.py: {self.error}")
+            raise SystemExit(f"gst_camera.py: {self.error}")
         if msg is None:
-            raise SystemExit(f"gst_rtsp_server.py: {self.video} did not preroll within 10 s")
+            raise SystemExit(f"gst_camera.py: {self.video} did not preroll within 10 s")
         if msg.type == Gst.MessageType.ERROR:
             err, debug = msg.parse_error()
             if self.video_caps is None:
-                raise SystemExit(f"gst_rtsp_server.py: {self.video} has no video track ({err.message})")
-            raise SystemExit(f"gst_rtsp_server.py: cannot read {self.video}: {err.message} ({debug})")
+                raise SystemExit(f"gst_camera.py: {self.video} has no video track ({err.message})")
+            raise SystemExit(f"gst_camera.py: cannot read {self.video}: {err.message} ({debug})")
         self.caps = self.appsink.get_static_pad("sink").get_current_caps()
         # A segment seek: at the end of the file the demuxer posts SEGMENT_DONE instead of sending EOS,
         # and the non-flushing seek we answer it with starts the next pass without a flush or a gap.
@@ -150,11 +150,11 @@ class LoopingSource:
         self.pipeline.set_state(Gst.State.PLAYING)
         if not self._first_sample.wait(10):
             self.stop()
-            raise SystemExit(f"gst_rtsp_server.py: {self.video} played no video within 10 s")
+            raise SystemExit(f"gst_camera.py: {self.video} played no video within 10 s")
         if not self._first_is_keyframe:
             self.stop()
             raise SystemExit(
-                f"gst_rtsp_server.py: {self.video} does not start with an IDR frame (its first frame is "
+                f"gst_camera.py: {self.video} does not start with an IDR frame (its first frame is "
                 "an I-frame of an open GOP, or worse): an RTSP client such as FFmpeg would decode "
                 "nothing from it. Re-encode it with IDR keyframes (e.g. with PyAV's libx264) first."
             )
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     server.get_mount_points().add_factory(path, SharedFactory(source))
     if not server.attach(None) or server.get_bound_port() <= 0:  # attach() returns 0 when it cannot bind
         source.stop()
-        raise SystemExit(f"gst_rtsp_server.py: cannot listen on {args.host}:{args.port} (in use?)")
+        raise SystemExit(f"gst_camera.py: cannot listen on {args.host}:{args.port} (in use?)")
     port = server.get_bound_port()
 
     def quit_loop() -> bool:

@@ -27,15 +27,15 @@ import ray
 import torch
 
 from jobs.manifest import COMPLETE
-from jobs.plan import plan_segments
+from pipeline.sources.plan import plan_segments
 from jobs.spec import JobSpec, RunOptions
 from models import EmotionClassifier, FaceDetector, registry
 from models.errors import EmorayError
 from pipeline.batch import BatchJob
-from pipeline.cluster import connect
+from jobs.cluster import connect
 from pipeline.samples import make_clip
 from pipeline.sources.file import iter_frames, probe
-from pipeline.stages import detector_input_size
+from pipeline.faces import detector_input_size
 
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((640, 360), (1280, 720), (1920, 1080))
 FOCUS = (1280, 720)  # annotation cost and the long-clip memory comparison run at this resolution

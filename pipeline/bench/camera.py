@@ -1,7 +1,7 @@
-"""A local RTSP camera for the live bench and tests: GStreamer's RTSP server serving a file in a loop.
+"""A local RTSP camera for the live bench and the live tests: GStreamer's RTSP server serving a file in a loop.
 
 GStreamer's Python bindings come from Debian (``make system-deps``), so the server
-(``gst_rtsp_server.py``) runs under the system interpreter as a child process in its own process
+(``gst_camera.py``) runs under the system interpreter as a child process in its own process
 group; this module starts it, waits for its ``READY <url>`` line, and stops it by that group.
 The stream is camera-like: one shared live stream for all clients, the clip looped forever at its
 frame rate, a client joins at the live position and its first frame is the next keyframe.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-SCRIPT = Path(__file__).with_name("gst_rtsp_server.py")
+SCRIPT = Path(__file__).with_name("gst_camera.py")
 
 _CHECK_GSTREAMER = """
 import gi
@@ -46,10 +46,10 @@ def rtsp_server_missing() -> str | None:
 
 
 class RtspServer:
-    """``gst_rtsp_server.py`` serving ``video`` at ``rtsp://127.0.0.1:PORT/stream`` as a child process.
+    """``gst_camera.py`` serving ``video`` at ``rtsp://127.0.0.1:PORT/stream`` as a child process.
 
-    ``port=0`` binds a free port at the first ``start()``; later starts (``restart()``) reuse that port,
-    so a client's URL stays valid. The server runs in its own process group and is stopped by it.
+    ``port=0`` binds a free port at the first ``start()``; later starts reuse that port, so a client's
+    URL stays valid. The server runs in its own process group and is stopped by it.
     Its stderr goes to ``self.log_path`` (shown in errors).
     """
 
@@ -118,28 +118,6 @@ class RtspServer:
                 self._signal(process, signal.SIGKILL)
                 process.wait()
         process.stdout.close()
-
-    def kill(self) -> None:
-        """Kills the server at once (SIGKILL), like a camera losing power; ``start()`` brings it back."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        self._signal(process, signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
-
-    def restart(self) -> str:
-        """Stops and starts the server on the same port; returns the (same) URL."""
-        self.stop()
-        return self.start()
-
-    def freeze(self) -> None:
-        """SIGSTOP: the server keeps its sockets open but sends nothing (a hung camera)."""
-        self._signal(self.process, signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        """SIGCONT after ``freeze()``: the stream resumes where the clock now is."""
-        self._signal(self.process, signal.SIGCONT)
 
     @staticmethod
     def _signal(process: subprocess.Popen | None, signum: int) -> None:
