@@ -10,39 +10,50 @@ from models.registry import DEFAULT_DETECTOR, DEFAULT_EMOTION_MODEL
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """Options of ``emoray run``; those in ``RESULT_OPTIONS`` change the results and so the fingerprint."""
+class ModelOptions:
+    """Which models run and how faces are found: the options ``emoray run`` and ``emoray live`` share."""
 
     detector: str = DEFAULT_DETECTOR
     emotion_model: str = DEFAULT_EMOTION_MODEL
-    fps: float | None = None  # sample about this many frames per second; None = every frame
-    min_face: float = 0.0  # pixels, shorter box side
     det_size: int | None = 640  # longer side of the detector input; None = native resolution
+    min_face: float = 0.0  # pixels, shorter box side
     score_threshold: float = 0.6
-    batch_size: int = 8
     device: str = "auto"
-    annotate: bool = True
-    segment_seconds: float = 60.0
-
-    RESULT_OPTIONS = ("fps", "min_face", "det_size", "score_threshold")
+    batch_size: int = 8  # frames per detector call
 
     def __post_init__(self) -> None:
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, but got {self.fps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, but got {self.batch_size}")
         if self.min_face < 0:
             raise ValueError(f"min_face must be >= 0 pixels, but got {self.min_face}")
         if self.det_size is not None and self.det_size < 32:
             raise ValueError(f"det_size must be at least 32 pixels, but got {self.det_size}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], but got {self.score_threshold}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions(ModelOptions):
+    """Options of ``emoray run``; those in ``RESULT_OPTIONS`` change the results and so the fingerprint."""
+
+    fps: float | None = None  # sample about this many frames per second; None = every frame
+    annotate: bool = True
+    segment_seconds: float = 60.0
+
+    RESULT_OPTIONS = ("fps", "min_face", "det_size", "score_threshold")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, but got {self.fps}")
 
     def fingerprint(self, model_ids: dict[str, str]) -> str:
         """Identifies what the results depend on: result-changing options and the exact weights."""
         payload = {name: getattr(self, name) for name in self.RESULT_OPTIONS} | {"models": model_ids}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

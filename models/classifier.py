@@ -21,7 +21,7 @@ from models.emotion.crop import crop_faces
 class EmotionClassifier:
     """Tells which emotion each face shows. Architecture, labels and preprocessing come from the checkpoint.
 
-    Load once, call many times; works in-process, as a Ray actor and as a Ray Data callable class.
+    Load once, call many times; works in-process and as a Ray actor.
     The crops are small, so a pipeline crops where the frames are (``crop``) and sends only crops here.
 
     Args:

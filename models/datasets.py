@@ -138,6 +138,22 @@ def stratified_split(dataset: FaceDataset, fractions: tuple[float, float, float]
     return {name: dataset.subset(np.sort(np.concatenate(chunks))) for name, chunks in parts.items()}
 
 
+def training_splits(data: str | Path, *, val: str | Path | None = None, seed: int = 0) -> dict[str, FaceDataset]:
+    """The ``train`` and ``val`` splits (and ``test`` if any) of ``emoray train --data``.
+
+    A CSV or a folder of split folders gives its own splits; one folder of class folders is split
+    80/10/10, stratified and seeded; ``val`` (class folders) replaces the validation split.
+    """
+    splits = read_dataset(data)
+    if "all" in splits:
+        splits = stratified_split(splits["all"], seed=seed)
+    if val:
+        splits["val"] = read_class_folders(val, splits["train"].labels)
+    if "val" not in splits:
+        raise DatasetError(f"{data}: no validation split found: give --val")
+    return splits
+
+
 def ferplus_soft_targets(dataset: FaceDataset, votes_csv: str | Path) -> np.ndarray:
     """(n, 7) FER+ vote shares per FER-2013 label, joined on image name; the image's own label where no vote."""
     votes: dict[str, np.ndarray] = {}

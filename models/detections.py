@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-def _check(name: str, value: np.ndarray, shape: tuple[int | None, ...]) -> None:
+def check_shape(name: str, value: np.ndarray, shape: tuple[int | None, ...]) -> None:
+    """Raise ValueError naming the array, the shape wanted (``_`` for any size) and the shape it has."""
     if value.ndim != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)):
         wanted = "(" + ", ".join("_" if want is None else str(want) for want in shape) + ")"
         raise ValueError(f"{name} must be an np.ndarray with shape {wanted}, but got shape {value.shape}")
@@ -31,11 +32,11 @@ class Detections:
 
     def __post_init__(self) -> None:
         n = len(self.xyxy)
-        _check("xyxy", self.xyxy, (None, 4))
-        _check("confidence", self.confidence, (n,))
-        _check("landmarks", self.landmarks, (n, 5, 2))
+        check_shape("xyxy", self.xyxy, (None, 4))
+        check_shape("confidence", self.confidence, (n,))
+        check_shape("landmarks", self.landmarks, (n, 5, 2))
         if self.emotion_scores is not None:
-            _check("emotion_scores", self.emotion_scores, (n, None))
+            check_shape("emotion_scores", self.emotion_scores, (n, None))
 
     def __len__(self) -> int:
         return len(self.xyxy)

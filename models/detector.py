@@ -25,7 +25,7 @@ BGR_MEAN = (104.0, 117.0, 123.0)  # the mean RetinaFace was trained with, in BGR
 class FaceDetector:
     """Finds faces, their boxes and five landmarks, in batches of frames.
 
-    Load once, call many times; works in-process, as a Ray actor and as a Ray Data callable class.
+    Load once, call many times; works in-process and as a Ray actor.
 
     Args:
         weights: a registry name (``emoray models list``), a checkpoint path or an http(s) URL of a

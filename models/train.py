@@ -23,7 +23,7 @@ import ray
 import torch
 import torch.nn.functional as F
 
-from models import checkpoint
+from models import checkpoint, registry
 from models.augment import augment
 from models.datasets import FaceDataset
 from models.emotion.archs import build
@@ -48,6 +48,16 @@ class TrainConfig:
     use_gpu: bool = False
     input_size: int = 48
     margin_frac: float = 0.08  # crop margin around detector boxes when the model runs on video
+
+
+def fine_tuning_start(init_from: str, config: TrainConfig) -> tuple[TrainConfig, dict]:
+    """The architecture, input size and weights of emotion model ``init_from`` (a name or a path), to
+    fine-tune from: ``config`` with that architecture, and the state dict to start from."""
+    payload, _ = registry.resolve(init_from, "emotion")
+    arch_kwargs = {name: value for name, value in payload["arch_kwargs"].items() if name != "num_classes"}
+    config = replace(config, arch=payload["arch"], arch_kwargs=arch_kwargs,
+                     input_size=payload["preprocess"]["input_size"])
+    return config, payload["state_dict"]
 
 
 def _normalize(images: torch.Tensor) -> torch.Tensor:

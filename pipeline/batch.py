@@ -1,8 +1,8 @@
 """Batch mode: a directory of recordings in, per-frame Parquet, annotated videos and manifests out.
 
 The driver discovers inputs, skips those already complete, and streams every video through Ray:
-``inspect_video`` (probe + plan) -> ``process_segment`` tasks (decode, detect, classify) -> here,
-in order, tracking and Parquet writing (staged) -> ``annotate`` task -> the video's parts moved into
+``inspect_video`` (probe + plan) -> ``process_segment`` tasks (decode, the face step) -> here, in
+order, the tracker stage and Parquet writing (staged) -> ``annotate`` task -> the video's parts moved into
 place -> manifest, written last. A failing video is recorded with its error, publishes no rows and
 never stops the others. A ``StopRequest`` (SIGINT, SIGTERM) ends the job at the next safe point:
 finished videos stay, unfinished ones leave nothing visible.
@@ -29,11 +29,13 @@ from jobs.manifest import COMPLETE, FAILED, is_complete, manifest_path, read_man
 from jobs.spec import JobSpec
 from models.errors import EmorayError
 from pipeline.errors import InputError, OutputError
-from pipeline.results import SegmentResult
+from pipeline.inference import ActorModels, ClusterPlan, start_actors
+from pipeline.results import FaceBatch
 from pipeline.sinks.parquet import FACES, FRAMES, PART_NAME, STAGING, VideoResultsWriter, partition_dir, remove_published
 from pipeline.sources.file import VideoInfo
-from pipeline.stages import ClusterPlan, inspect_video, process_segment, start_actors
+from pipeline.stages import inspect_video, process_segment
 from pipeline.stopping import StopRequest
+from pipeline.track import IoUTracker
 
 SKIPPED, INTERRUPTED = "skipped", "interrupted"
 
@@ -64,6 +66,7 @@ class _Video:
     segments: deque = field(default_factory=deque)  # not yet submitted
     submitted: deque = field(default_factory=deque)  # (segment, ref) in order
     writer: VideoResultsWriter | None = None
+    tracker: IoUTracker = field(default_factory=IoUTracker)
     last_pts: float = -1.0
     annotate_ref: ray.ObjectRef | None = None
     shared_faces: str | None = None  # the staged faces file uploaded for the annotate task (output in a store)
@@ -153,17 +156,17 @@ class BatchJob:
             self.plan = plan = ClusterPlan.for_cluster(
                 ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
             detectors, classifier = start_actors(self.options, plan)
-            classifier_info = self._get(classifier.info.remote())
-            detector_id = self._get(detectors[0].info.remote())["model_id"]
+            models = ActorModels(detectors[0], classifier, classifier_info=self._get(classifier.info.remote()),
+                                 detector_info=self._get(detectors[0].info.remote()))
         except _Interrupted:
             self._write_job_json(time.monotonic() - started)
             return self.outcomes
-        self.labels = classifier_info["labels"]
-        self.model_ids = {"detector": detector_id, "emotion_model": classifier_info["model_id"]}
+        self.labels = models.labels
+        self.model_ids = models.model_ids()
         self.fingerprint = self.options.fingerprint(self.model_ids)
         todo = self._select(found.inputs)
         self.total = len(todo) + len(self.outcomes)
-        self._loop(todo, plan, detectors, classifier, classifier_info)
+        self._loop(todo, plan, [models.with_detector(detector) for detector in detectors])
         for actor in [*detectors, classifier]:
             ray.kill(actor)
         with contextlib.suppress(OSError):
@@ -202,7 +205,8 @@ class BatchJob:
             todo.append(_Video(path, relative, identity))
         return todo
 
-    def _loop(self, todo: deque, plan: ClusterPlan, detectors: list, classifier, classifier_info: dict) -> None:
+    def _loop(self, todo: deque, plan: ClusterPlan, models: list[ActorModels]) -> None:
+        """Stream the videos through the cluster: segments submitted oldest video first, results taken in order."""
         inspecting = {inspect_video.remote(str(v.path), self.options.segment_seconds): v for v in todo}
         active: list[_Video] = []
         annotating: dict[ray.ObjectRef, _Video] = {}
@@ -213,11 +217,10 @@ class BatchJob:
             for video in active:
                 while video.segments and in_flight < plan.max_segments_in_flight:
                     segment = video.segments.popleft()
-                    detector = detectors[round_robin % len(detectors)]
+                    detector = models[round_robin % len(models)]
                     round_robin += 1
                     ref = process_segment.options(num_cpus=plan.segment_cpus).remote(
-                        str(video.path), video.info, segment, self.options, detector, classifier,
-                        classifier_info["preprocess"], len(self.labels))
+                        str(video.path), video.info, segment, self.options, detector)
                     video.submitted.append((segment, ref))
                     in_flight += 1
             waiting = list(inspecting) + [v.submitted[0][1] for v in active if v.submitted] + list(annotating)
@@ -271,14 +274,14 @@ class BatchJob:
     def _take_segment(self, video: _Video) -> None:
         segment, ref = video.submitted.popleft()
         try:
-            result: SegmentResult = ray.get(ref)
+            result: FaceBatch = ray.get(ref)
         except (EmorayError, ray.exceptions.RayError) as error:
             self._fail(video, error)
             return
-        video.writer.write(result)
-        if len(result.pts_time):
+        video.writer.write(video.tracker.update_with_faces(result))
+        if result.num_frames:
             video.last_pts = float(result.pts_time[-1])
-        self.frames_done += len(result.frame_index)
+        self.frames_done += result.num_frames
 
     def _cancel(self, video: _Video) -> int:
         """Drop the rest of a failed video; returns how many submitted segments were cancelled."""

@@ -6,16 +6,16 @@ import contextlib
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from jobs.spec import JobSpec, RunOptions
+from jobs.spec import JobSpec, ModelOptions, RunOptions
 from models import registry
 from models.errors import EmorayError
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from pipeline.cli_options import (
+    EXIT_FAILED, EXIT_OK, DetectorSize, address_option, build_options, exits_on_error, model_options,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,36 +86,18 @@ def models_fetch(names: tuple[str, ...], force: bool) -> None:
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def address_option(function):
-    """``--address`` of an existing Ray cluster, shared by every command that runs on Ray."""
-    return click.option(
-        "--address", envvar="RAY_ADDRESS", default=None,
-        help="Ray cluster to join (e.g. ray://head:10001 or auto); default: an embedded local Ray. Env: RAY_ADDRESS.",
-    )(function)
-
-
-def _det_size(value: str) -> int | None:
-    return None if value.lower() in ("native", "none", "0") else int(value)
-
-
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output directory (OUT).")
 @click.option("--glob", "glob_pattern", default=None, help="Only inputs whose relative path or name matches, e.g. '*.mp4'.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Sample about this many frames per second (default: every frame).")
-@click.option("--detector", default=registry.DEFAULT_DETECTOR, show_default=True, help="Detector weights: a name, a checkpoint path or a URL.")
-@click.option("--emotion-model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True, help="Emotion weights: a name or a checkpoint path.")
-@click.option("--min-face", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Ignore faces smaller than this many pixels (shorter side).")
-@click.option("--det-size", default="640", show_default=True, help="Longer side of the detector input in pixels, or 'native'.")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True, help="Minimum face score.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per detector call.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the models run.")
+@model_options
 @click.option("--no-annotate", is_flag=True, help="Skip the annotated videos.")
 @click.option("--force", is_flag=True, help="Redo videos that are already complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @address_option
-def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det_size, score_threshold, batch_size,
-        device, no_annotate, force, as_json, address):
+@exits_on_error
+def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_json, address):
     """Find faces and their emotions in videos and images; write Parquet, annotated videos and manifests.
 
     PATHS are files or directories (searched recursively for videos and images; OUT and other emoray
@@ -132,30 +114,20 @@ def run(paths, output, glob_pattern, fps, detector, emotion_model, min_face, det
     """
     from rich.console import Console
 
+    from jobs.cluster import connect
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable
-    from pipeline.cluster import connect
     from pipeline.report import JobProgress, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
-    try:
-        options = RunOptions(detector=detector, emotion_model=emotion_model, fps=fps, min_face=min_face,
-                             det_size=_det_size(det_size), score_threshold=score_threshold, batch_size=batch_size,
-                             device=device, annotate=not no_annotate)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from error
+    options = build_options(RunOptions, **model_options, fps=fps, annotate=not no_annotate)
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
-    console = Console(stderr=True)
-    try:
-        check_output_writable(output)
-        with output_lock(output), stop_on_signals() as signals:
-            connect(address)
-            signals.install()  # ray.init put its own SIGTERM handler in place of ours
-            with JobProgress(console) as progress:
-                outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    check_output_writable(output)
+    with output_lock(output), stop_on_signals() as signals:
+        connect(address)
+        signals.install()  # ray.init put its own SIGTERM handler in place of ours
+        with JobProgress(Console(stderr=True)) as progress:
+            outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()
     failed = [o for o in outcomes if o.status == "failed"]
     if signals.request.is_set():
         click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)
@@ -186,27 +158,24 @@ def _host_port(value: str | None) -> tuple[str, int] | None:
 @click.option("--serve", default=None, metavar="[HOST:]PORT", help="Serve a live preview page (host default 127.0.0.1).")
 @click.option("--roll-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Start a new Parquet part this often.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds (default: run until Ctrl-C).")
-@click.option("--realtime", is_flag=True, help="Play a file at its frame rate as if it were a camera.")
+@click.option("--realtime", is_flag=True, help="Play a file at its frame rate as if it were a camera (default: every frame, as fast as the models go).")
 @click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
 @click.option("--timeout", "socket_timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Seconds to wait for the source to connect or send.")
 @click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True, help="Failed reconnects in a row before giving up (backoff 0.5 s doubling to 8 s).")
-@click.option("--detector", default=registry.DEFAULT_DETECTOR, show_default=True, help="Detector weights: a name, a checkpoint path or a URL.")
-@click.option("--emotion-model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True, help="Emotion weights: a name or a checkpoint path.")
-@click.option("--min-face", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Ignore faces smaller than this many pixels (shorter side).")
-@click.option("--det-size", default="640", show_default=True, help="Longer side of the detector input in pixels, or 'native'.")
-@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True, help="Minimum face score.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where the models run.")
+@model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
 @click.option("--address", envvar="RAY_ADDRESS", default=None,
               help="Run the models as actors on this Ray cluster (default: in this process). Env: RAY_ADDRESS.")
+@exits_on_error
 def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_transport, socket_timeout, max_retries,
-         detector, emotion_model, min_face, det_size, score_threshold, device, as_json, address):
-    """Follow a live source (an RTSP camera, any stream PyAV opens, or a file with --realtime): newest frame first.
+         model_options, as_json, address):
+    """Follow a live source (an RTSP camera, any stream PyAV opens, or a file): newest frame first.
 
     Frames the models cannot keep up with are dropped and counted, never queued, so results stay
-    current. A stream that drops is reconnected. Ctrl-C, SIGTERM or --duration stop it: what is
-    buffered is written, and a summary (frames received, processed, dropped, reconnects, latency
-    p50/p95/max) is printed.
+    current. A stream that drops is reconnected. A file is replayed frame by frame, every frame in
+    order (the same rows as `emoray run`), or at its frame rate like a camera with --realtime.
+    Ctrl-C, SIGTERM or --duration stop it: what is buffered is written, and a summary (frames
+    received, processed, dropped, reconnects, latency p50/p95/max) is printed.
 
     \b
     Examples:
@@ -214,40 +183,34 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
       emoray live rtsp://127.0.0.1:8554/stream --jsonl --duration 60 | jq .faces
       emoray live rtsp://cam/stream --serve 8080        # then open http://127.0.0.1:8080/
       emoray live clip.mp4 --realtime --serve 8080
+      emoray live session.mp4 -o replay/                # every frame of a recorded session
     """
     import signal
     import threading
 
-    from pipeline.live import LiveOptions, open_session
-    from pipeline.sources.live import LiveSourceOptions, is_stream
+    from pipeline.live import open_session
+    from pipeline.sources.live import LiveSourceOptions
 
     serve_address = _host_port(serve)
     if output is None and not jsonl and serve_address is None:
         raise click.UsageError("nothing to write: give -o OUT, --jsonl or --serve")
-    if not is_stream(source) and not realtime:
-        raise click.BadParameter(f"{source} is a file: use `emoray run` to process every frame, or --realtime "
-                                 "to play it as a live source", param_hint="SOURCE")
+    options = build_options(ModelOptions, **model_options)
+    reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=socket_timeout,
+                                       max_retries=max_retries, realtime=realtime)
     held = contextlib.ExitStack()
+    if output is not None:
+        from jobs.lock import output_lock
+        from pipeline.batch import check_output_writable
+
+        check_output_writable(Path(output))
+        held.enter_context(output_lock(output))  # released when the process exits
+    if address:
+        from jobs.cluster import connect
+
+        connect(address)
     try:
-        options = LiveOptions(detector=detector, emotion_model=emotion_model, det_size=_det_size(det_size),
-                              score_threshold=score_threshold, min_face=min_face, device=device)
-        reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=socket_timeout,
-                                           max_retries=max_retries, realtime=realtime)
-        if output is not None:
-            from jobs.lock import output_lock
-            from pipeline.batch import check_output_writable
-
-            check_output_writable(Path(output))
-            held.enter_context(output_lock(output))  # released when the process exits
-        if address:
-            from pipeline.cluster import connect
-
-            connect(address)
         session, server = open_session(source, Path(output) if output else None, options, reader_options=reader_options,
                                        jsonl=jsonl, serve=serve_address, roll_seconds=roll_seconds, use_ray=bool(address))
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
     except OSError as error:  # e.g. the --serve port is taken
         click.echo(f"emoray: cannot start live mode: {error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -270,6 +233,7 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
 @click.argument("sql")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="Write the result to this file.")
+@exits_on_error
 def query(output, sql, output_format, out_file):
     """Run SQL (DuckDB) over a job's outputs: views ``faces``, ``frames`` and ``videos`` (the manifests).
 
@@ -284,18 +248,13 @@ def query(output, sql, output_format, out_file):
     """
     from pipeline.query import query as run_query
 
-    try:
-        relation = run_query(output, sql)
-        if relation is None:
-            return
-        if output_format == "table" and out_file is None:
-            relation.show(max_rows=40, max_width=200)
-            return
-        frame = relation.to_arrow_table()
-        text = _format_table(frame, output_format if output_format != "table" else "csv")
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    relation = run_query(output, sql)
+    if relation is None:
+        return
+    if output_format == "table" and out_file is None:
+        relation.show(max_rows=40, max_width=200)
+        return
+    text = _format_table(relation.to_arrow_table(), output_format if output_format != "table" else "csv")
     if out_file:
         Path(out_file).write_text(text)
     else:
@@ -319,29 +278,23 @@ def _format_table(table, output_format: str) -> str:
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: $EMORAY_HOME/demo/out).")
 @address_option
+@exits_on_error
 def demo(output, address):
     """Make a short clip with a real face and run the whole pipeline on it.
 
     The clip pans and zooms over scikit-image's astronaut photo (read from its pinned wheel); the
     run writes Parquet, an annotated video and a manifest, then prints a query to try.
     """
-    from pipeline.batch import BatchJob
-    from pipeline.cluster import connect
+    from pipeline.api import run_batch
     from pipeline.samples import make_clip
 
     workdir = registry.home() / "demo"
     out = Path(output) if output else workdir / "out"
-    try:
-        clip = workdir / "astronaut_640x360.mp4"
-        if not clip.exists():
-            click.echo(f"making the demo clip {clip}", err=True)
-            make_clip(clip, width=640, height=360, seconds=8)
-        connect(address)
-        spec = JobSpec(inputs=(str(clip),), output=str(out), options=RunOptions(), force=True)
-        outcome = BatchJob(spec).run()[0]
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    clip = workdir / "astronaut_640x360.mp4"
+    if not clip.exists():
+        click.echo(f"making the demo clip {clip}", err=True)
+        make_clip(clip, width=640, height=360, seconds=8)
+    outcome = run_batch([clip], out, force=True, address=address)[0]
     if outcome.status != "complete":
         click.echo(f"emoray: the demo failed: {outcome.error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -351,7 +304,6 @@ def demo(output, address):
     click.echo(f"  manifest  {out}/manifest/{outcome.video_id}.json")
     click.echo(f"try:\n  emoray query {out} \"SELECT emotion, count(*) AS faces, round(avg(emotion_score), 2) AS score "
                f"FROM faces GROUP BY 1 ORDER BY faces DESC\"")
-
 
 
 def _resolutions(value: str) -> list[tuple[int, int]]:
@@ -367,7 +319,7 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Clip length.")
 @click.option("--long-factor", type=click.IntRange(min=1), default=10, show_default=True,
               help="The memory check also runs a clip this many times longer.")
-@click.option("--det-size", default="640", show_default=True, help="Longer side of the detector input, or 'native'.")
+@click.option("--det-size", type=DetectorSize(), default=640, show_default=True, help="Longer side of the detector input, or 'native'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--quick", is_flag=True, help="A smoke run: one resolution, 2 s clips, long factor 3.")
@@ -376,6 +328,7 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
               help="Length of the live run at 640x360 that checks latency and memory do not grow.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @address_option
+@exits_on_error
 def bench(resolutions, seconds, long_factor, det_size, batch_size, device, quick, only, live_seconds, as_json, address):
     """Measure batch throughput and peak memory, and live-mode latency against a local RTSP server.
 
@@ -391,21 +344,16 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, quick
       emoray bench --only live --live-seconds 120
       emoray bench --resolutions 1280x720 --seconds 20 --json > bench.json
     """
-    from pipeline.bench import format_report, run_bench
-    from pipeline.bench_live import format_live_report, run_live_bench
+    from pipeline.bench.batch import format_report, run_bench
+    from pipeline.bench.live import format_live_report, run_live_bench
 
     result: dict = {}
-    try:
-        if only != "live":
-            result = run_bench(resolutions=resolutions, seconds=seconds, long_factor=long_factor,
-                               det_size=_det_size(det_size), batch_size=batch_size, device=device, address=address,
-                               quick=quick)
-        if only != "batch":
-            result["live"] = run_live_bench(seconds=5.0 if quick else 20.0, long_seconds=10.0 if quick else live_seconds,
-                                            workdir=registry.home() / "bench", device=device)
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    if only != "live":
+        result = run_bench(resolutions=resolutions, seconds=seconds, long_factor=long_factor, det_size=det_size,
+                           batch_size=batch_size, device=device, address=address, quick=quick)
+    if only != "batch":
+        result["live"] = run_live_bench(seconds=5.0 if quick else 20.0, long_seconds=10.0 if quick else live_seconds,
+                                        workdir=registry.home() / "bench", device=device)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -429,6 +377,7 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, quick
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch of the same output.")
 @click.option("--init", "init_from", default=None, help="Start from this emotion model (name or path): fine-tuning.")
 @address_option
+@exits_on_error
 def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, num_workers, use_gpu, resume, init_from, address):
     """Train an emotion CNN on FER-2013 or your own labeled faces, on Ray Train.
 
@@ -442,40 +391,26 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
       emoray train --data fer2013.csv -o model.pt --resume
     Then: emoray eval --data ../shared/data/fer2013/val --model emoray-fer.pt
     """
-    from models.datasets import read_class_folders, read_dataset, stratified_split
-    from models.train import TrainConfig
+    from jobs.cluster import connect
+    from models.datasets import training_splits
+    from models.train import TrainConfig, fine_tuning_start
     from models.train import train as run_training
-    from pipeline.cluster import connect
 
-    try:
-        splits = read_dataset(data)
-        if "all" in splits:
-            splits = stratified_split(splits["all"], seed=seed)
-        if val_path:
-            splits["val"] = read_class_folders(val_path, splits["train"].labels)
-        if "val" not in splits:
-            raise click.BadParameter("no validation split found: give --val", param_hint="--data")
-        init_state, arch_kwargs = None, {}
-        if init_from:
-            payload, _ = registry.resolve(init_from, "emotion")
-            arch, arch_kwargs, init_state = payload["arch"], dict(payload["arch_kwargs"]), payload["state_dict"]
-            arch_kwargs.pop("num_classes", None)
-        config = TrainConfig(arch=arch, arch_kwargs=arch_kwargs, epochs=epochs, batch_size=batch_size, lr=lr,
-                             patience=patience, seed=seed, num_workers=num_workers, use_gpu=use_gpu)
-        if init_state is not None and payload["preprocess"]["input_size"] != config.input_size:
-            config = replace(config, input_size=payload["preprocess"]["input_size"])
-        connect(address)
+    splits = training_splits(data, val=val_path, seed=seed)
+    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                         num_workers=num_workers, use_gpu=use_gpu)
+    init_state = None
+    if init_from:
+        config, init_state = fine_tuning_start(init_from, config)
+    connect(address)
 
-        def show(epoch: dict) -> None:
-            click.echo(f"epoch {epoch['epoch']:>3}/{config.epochs}  loss {epoch['loss']:.4f}  "
-                       f"train acc {epoch['train_accuracy']:.4f}  val acc {epoch['val_accuracy']:.4f}  "
-                       f"best {epoch['best_val_accuracy']:.4f}  {epoch['seconds']:.0f} s", err=True)
+    def show(epoch: dict) -> None:
+        click.echo(f"epoch {epoch['epoch']:>3}/{config.epochs}  loss {epoch['loss']:.4f}  "
+                   f"train acc {epoch['train_accuracy']:.4f}  val acc {epoch['val_accuracy']:.4f}  "
+                   f"best {epoch['best_val_accuracy']:.4f}  {epoch['seconds']:.0f} s", err=True)
 
-        metrics = run_training(splits["train"], splits["val"], config, output, resume=resume, init_state=init_state,
-                               command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    metrics = run_training(splits["train"], splits["val"], config, output, resume=resume, init_state=init_state,
+                           command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
     click.echo(f"wrote {output}: val accuracy {metrics['val_accuracy']:.4f} (best epoch {metrics['best_epoch']} "
                f"of {metrics['epochs_run']}, {metrics['train_seconds'] / 60:.1f} min)")
 
@@ -487,6 +422,7 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
 @click.option("--tta", is_flag=True, help="Test-time augmentation: mirror and shifted crops, averaged.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Also write eval.json and confusion_matrix.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@exits_on_error
 def evaluate_command(data, model, split, tta, output, as_json):
     """Accuracy, macro-F1, per-class precision and recall, and the confusion matrix of an emotion model.
 
@@ -499,18 +435,15 @@ def evaluate_command(data, model, split, tta, output, as_json):
     from models.datasets import read_dataset
     from models.evaluate import evaluate, format_text, write_report
 
-    try:
-        splits = read_dataset(data)
-        if len(splits) > 1 and split not in splits:
-            raise click.BadParameter(f"no split {split!r} in {data} (has {sorted(splits)})", param_hint="--split")
-        dataset = splits[split] if split in splits else next(iter(splits.values()))
-        result = evaluate(EmotionClassifier(model, device="cpu"), dataset, tta=tta)
-        if output:
-            write_report(result, output)
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    splits = read_dataset(data)
+    if len(splits) > 1 and split not in splits:
+        raise click.BadParameter(f"no split {split!r} in {data} (has {sorted(splits)})", param_hint="--split")
+    dataset = splits[split] if split in splits else next(iter(splits.values()))
+    result = evaluate(EmotionClassifier(model, device="cpu"), dataset, tta=tta)
+    if output:
+        write_report(result, output)
     click.echo(json.dumps(result, indent=2) if as_json else format_text(result))
+
 
 from pipeline.cli_cluster import register as _register_cluster_commands  # noqa: E402  submit, status, logs, stop
 

@@ -12,8 +12,9 @@ import time
 
 import click
 
-from jobs.submit import DEFAULT_DASHBOARD, EXIT_FAILED, EXIT_OK, ClusterError, ClusterJobs, JobState, cluster_path
+from jobs.submit import DEFAULT_DASHBOARD, ClusterError, ClusterJobs, JobState, cluster_path
 from models.errors import EmorayError
+from pipeline.cli_options import EXIT_FAILED, EXIT_OK, exits_on_error
 
 NOT_FORWARDED = ("address",)  # the driver on the cluster joins the cluster it runs on
 
@@ -60,8 +61,8 @@ def run_arguments(parameters: list[click.Parameter], values: dict) -> list[str]:
             elif value and not parameter.secondary_opts:
                 options.append(name)
             continue
-        if value is None or value == parameter.default:
-            continue
+        if value == parameter.default or (value is None and parameter.default is None):
+            continue  # None is a value of its own where the default is not (--det-size native)
         for item in (value if parameter.multiple else [value]):
             options += [name, cluster_path(str(item)) if is_path else str(item)]
     return [*options, "--", *positional]
@@ -78,6 +79,7 @@ def _submit_command(run: click.Command) -> click.Command:
                   help="Environment variable for the job (repeatable), e.g. EMORAY_HOME=/shared/emoray or AWS_REGION=us-east-1.")
     @click.option("--python", "python", envvar="EMORAY_CLUSTER_PYTHON", default="python", show_default=True,
                   help="The interpreter to run emoray with on the head node (found on its PATH). Env: EMORAY_CLUSTER_PYTHON.")
+    @exits_on_error
     def submit(address, wait, job_id, env_vars, python, **values):
         """Submit the same job as ``emoray run`` to a Ray cluster; print its job id.
 
@@ -99,12 +101,8 @@ def _submit_command(run: click.Command) -> click.Command:
         arguments = run_arguments(forwarded, values)
         metadata = {"emoray_output": cluster_path(values["output"]), "emoray_inputs": json.dumps(
             [cluster_path(p) for p in values["paths"]])}
-        try:
-            jobs = ClusterJobs(address)
-            job = jobs.submit(arguments, python=python, env_vars=env_vars, job_id=job_id, metadata=metadata)
-        except EmorayError as error:
-            click.echo(f"emoray: {error}", err=True)
-            sys.exit(EXIT_FAILED)
+        jobs = ClusterJobs(address)
+        job = jobs.submit(arguments, python=python, env_vars=env_vars, job_id=job_id, metadata=metadata)
         click.echo(job)
         if not wait:
             click.echo(f"submitted; follow it with: emoray logs {job} --follow --address {jobs.address}", err=True)
@@ -139,6 +137,7 @@ def _follow_to_end(jobs: ClusterJobs, job: str) -> int:
 @click.argument("job")
 @jobs_address_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@exits_on_error
 def status(job, address, as_json):
     """Show a submitted job's status: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED.
 
@@ -150,11 +149,7 @@ def status(job, address, as_json):
       emoray status raysubmit_AbC123 --address http://head:8265
       emoray status raysubmit_AbC123 --json
     """
-    try:
-        state = ClusterJobs(address).state(job)
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    state = ClusterJobs(address).state(job)
     if as_json:
         click.echo(json.dumps(_state_dict(state), indent=2))
     else:
@@ -179,6 +174,7 @@ def _state_dict(state: JobState) -> dict:
 @click.argument("job")
 @jobs_address_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends; exit with its status.")
+@exits_on_error
 def logs(job, address, follow):
     """Print a submitted job's output (the driver's: progress, the summary table, errors).
 
@@ -187,15 +183,11 @@ def logs(job, address, follow):
       emoray logs raysubmit_AbC123 --address http://head:8265
       emoray logs raysubmit_AbC123 --follow
     """
-    try:
-        jobs = ClusterJobs(address)
-        if not follow:
-            click.echo(jobs.logs(job), nl=False)
-            sys.exit(EXIT_OK)
-        jobs.state(job)  # an unknown job is an error here, not an empty stream
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    jobs = ClusterJobs(address)
+    if not follow:
+        click.echo(jobs.logs(job), nl=False)
+        sys.exit(EXIT_OK)
+    jobs.state(job)  # an unknown job is an error here, not an empty stream
     sys.exit(_follow_to_end(jobs, job))
 
 
@@ -203,6 +195,7 @@ def logs(job, address, follow):
 @click.argument("job")
 @jobs_address_option
 @click.option("--no-wait", is_flag=True, help="Return at once instead of waiting for the job to end.")
+@exits_on_error
 def stop(job, address, no_wait):
     """Stop a submitted job: its driver gets SIGTERM, then SIGKILL; its tasks and actors end with it.
 
@@ -212,13 +205,9 @@ def stop(job, address, no_wait):
     Examples:
       emoray stop raysubmit_AbC123 --address http://head:8265
     """
-    try:
-        jobs = ClusterJobs(address)
-        stopped = jobs.stop(job)
-        state = jobs.state(job) if no_wait else jobs.wait(job, poll_seconds=0.5)
-    except EmorayError as error:
-        click.echo(f"emoray: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+    jobs = ClusterJobs(address)
+    stopped = jobs.stop(job)
+    state = jobs.state(job) if no_wait else jobs.wait(job, poll_seconds=0.5)
     click.echo(f"job {job}: {state.status}" + ("" if stopped else " (it was not running)"))
     sys.exit(EXIT_OK)
 

@@ -1,25 +1,39 @@
-"""What inference produces for a run of consecutive frames of one video, as parallel arrays."""
+"""``FaceBatch``: what the pipeline knows of a run of consecutive processed frames, as parallel arrays.
+
+One type from the face step through the tracker to every sink, in batch and live mode alike: the
+face step fills the frames and their faces, the tracker adds ``track_id``, live mode adds when each
+frame was captured and how long it took.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from models.detections import check_shape
+
+_FRAME_ARRAYS = ("frame_index", "pts_time")
+_FACE_ARRAYS = ("face_frame", "xyxy", "det_score", "landmarks", "probabilities")
+
 
 @dataclass
-class SegmentResult:
-    """Per-frame and per-face results of one segment, in frame order.
+class FaceBatch:
+    """Per-frame and per-face results of consecutive processed frames of one video or stream, in frame order.
 
     Attributes:
-        frame_index: (m,) int64 stream index of each processed frame.
-        pts_time: (m,) float64 presentation time of each processed frame, seconds.
-        face_frame: (n,) int64 frame_index of each face; faces of a frame are contiguous.
-        xyxy: (n, 4) float32 boxes in display-oriented frame pixels.
-        det_score: (n,) float32.
-        landmarks: (n, 5, 2) float32.
+        frame_index: (m,) int64 stream index of each processed frame (live: its sequence number).
+        pts_time: (m,) float64 presentation time of each processed frame, seconds from the stream start.
+        face_frame: (n,) int64 frame_index of each face; the faces of a frame are contiguous, by decreasing score.
+        xyxy: (n, 4) float32 boxes in pixels of the display-oriented full frame.
+        det_score: (n,) float32 detector confidence.
+        landmarks: (n, 5, 2) float32 (x, y) of right eye, left eye, nose, right and left mouth corner.
         probabilities: (n, k) float32 emotion probabilities, columns in the classifier's label order.
-        error: why decoding stopped early (truncated or damaged file), None when the segment is whole.
+        track_id: (n,) int64 track of each face, None until the tracker stage has run.
+        capture_time: (m,) float64 seconds since the epoch when each frame was decoded (live), else None.
+        latency_ms: (m,) float32 capture to result, milliseconds (live), else None.
+        images: (m, h, w, 3) uint8 RGB frames at the detector input size, when kept for a preview, else None.
+        image_scale: (4,) float32 full-frame pixels per ``images`` pixel (x, y, x, y), with ``images``.
     """
 
     frame_index: np.ndarray
@@ -29,19 +43,56 @@ class SegmentResult:
     det_score: np.ndarray
     landmarks: np.ndarray
     probabilities: np.ndarray
-    error: str | None = field(default=None)
+    track_id: np.ndarray | None = None
+    capture_time: np.ndarray | None = None
+    latency_ms: np.ndarray | None = None
+    images: np.ndarray | None = field(default=None, repr=False)
+    image_scale: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        m, n = len(self.frame_index), len(self.face_frame)
+        check_shape("pts_time", self.pts_time, (m,))
+        check_shape("xyxy", self.xyxy, (n, 4))
+        check_shape("det_score", self.det_score, (n,))
+        check_shape("landmarks", self.landmarks, (n, 5, 2))
+        check_shape("probabilities", self.probabilities, (n, None))
+        for name, value in (("track_id", self.track_id), ("capture_time", self.capture_time),
+                            ("latency_ms", self.latency_ms)):
+            if value is not None:
+                check_shape(name, value, (n,) if name == "track_id" else (m,))
+
+    def __len__(self) -> int:
+        """The number of faces."""
+        return len(self.face_frame)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_index)
+
+    def face_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end (exclusive) of each processed frame's faces in the face arrays."""
+        return (np.searchsorted(self.face_frame, self.frame_index, side="left"),
+                np.searchsorted(self.face_frame, self.frame_index, side="right"))
+
+    def faces_per_frame(self) -> np.ndarray:
+        starts, ends = self.face_ranges()
+        return (ends - starts).astype(np.int32)
+
+    def with_tracks(self, track_id: np.ndarray) -> "FaceBatch":
+        return replace(self, track_id=np.asarray(track_id, np.int64))
 
     @classmethod
-    def empty(cls, num_labels: int) -> "SegmentResult":
-        return cls(
-            np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
-            np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0, num_labels), np.float32),
-        )
+    def empty(cls, num_labels: int) -> "FaceBatch":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                   np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0, num_labels), np.float32))
 
     @classmethod
-    def concatenate(cls, parts: list["SegmentResult"], num_labels: int) -> "SegmentResult":
+    def concatenate(cls, parts: list["FaceBatch"], num_labels: int) -> "FaceBatch":
+        """One batch of consecutive parts (previews are not kept; optional arrays only when every part has them)."""
         if not parts:
             return cls.empty(num_labels)
-        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in (
-            "frame_index", "pts_time", "face_frame", "xyxy", "det_score", "landmarks", "probabilities",
-        )))
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _FRAME_ARRAYS + _FACE_ARRAYS}
+        for name in ("track_id", "capture_time", "latency_ms"):
+            if all(getattr(p, name) is not None for p in parts):
+                arrays[name] = np.concatenate([getattr(p, name) for p in parts])
+        return cls(**arrays)

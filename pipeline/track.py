@@ -1,8 +1,10 @@
-"""Face tracks: the same face across consecutive processed frames, by box overlap."""
+"""The tracker stage: the same face across consecutive processed frames, by box overlap."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from pipeline.results import FaceBatch
 
 
 def _iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -53,3 +55,9 @@ class IoUTracker:
         self._ids = np.concatenate([self._ids[~matched], ids])
         self._last_seen = np.concatenate([self._last_seen[~matched], np.full(len(ids), self._frame)])
         return ids
+
+    def update_with_faces(self, batch: FaceBatch) -> FaceBatch:
+        """``batch`` with the track id of each face (batches of one video must come in frame order)."""
+        starts, ends = batch.face_ranges()
+        ids = [self.update(batch.xyxy[start:end]) for start, end in zip(starts, ends)]
+        return batch.with_tracks(np.concatenate(ids) if ids else np.zeros(0, np.int64))

@@ -19,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.results import SegmentResult
-from pipeline.sinks.parquet import FACES, FRAMES, face_ranges, faces_schema, frames_schema, partition_dir, result_columns
+from jobs.files import move_into_place
+from pipeline.results import FaceBatch
+from pipeline.sinks.parquet import FACES, FRAMES, faces_schema, frames_schema, partition_dir, result_columns
 
 CAPTURE_TIME, LATENCY_MS = "capture_time", "latency_ms"
 _LIVE_FIELDS = [pa.field(CAPTURE_TIME, pa.timestamp("us", tz="UTC")), pa.field(LATENCY_MS, pa.float32())]
@@ -34,8 +35,8 @@ def stream_id(name: str) -> str:
 class RollingPartsWriter:
     """Buffers processed frames and writes a ``faces`` and a ``frames`` part every ``roll_seconds``.
 
-    Call ``write`` once per processed frame (with its track ids, capture time and latency) and
-    ``close`` at the end, which writes what is buffered.
+    ``write`` takes each tracked one-frame batch (with its capture time and latency) and ``close``
+    writes what is buffered; ``paths`` lists the parts written.
     """
 
     def __init__(self, out: Path, source_name: str, labels: list[str], metadata: dict[str, object],
@@ -48,14 +49,14 @@ class RollingPartsWriter:
         self._dirs = {table: partition_dir(Path(out), table, self.video_id) for table in (FACES, FRAMES)}
         for directory in self._dirs.values():
             directory.mkdir(parents=True, exist_ok=True)
-        self._buffer: list[tuple[SegmentResult, np.ndarray, float, float]] = []
+        self._buffer: list[FaceBatch] = []
         self._part_started = time.monotonic()
         self._part_wall = time.time()
         self.parts_written = 0
         self.paths: list[str] = []
 
-    def write(self, result: SegmentResult, track_ids: np.ndarray, capture_time: float, latency_ms: float) -> None:
-        self._buffer.append((result, track_ids, capture_time, latency_ms))
+    def write(self, batch: FaceBatch) -> None:
+        self._buffer.append(batch)
         if time.monotonic() - self._part_started >= self.roll_seconds:
             self.flush()
 
@@ -65,13 +66,10 @@ class RollingPartsWriter:
         started_wall, self._part_started, self._part_wall = self._part_wall, time.monotonic(), time.time()
         if not buffered:
             return
-        result = SegmentResult.concatenate([item[0] for item in buffered], len(self.labels))
-        track_ids = np.concatenate([item[1] for item in buffered])
-        capture = np.array([item[2] for item in buffered])
-        latency = np.array([item[3] for item in buffered], np.float32)
-        faces, frames = result_columns(result, self.labels, self.source_name, track_ids)
-        starts, ends = face_ranges(result)
-        per_face = ends - starts
+        batch = FaceBatch.concatenate(buffered, len(self.labels))
+        capture, latency = batch.capture_time, batch.latency_ms.astype(np.float32)
+        faces, frames = result_columns(batch, self.labels, self.source_name)
+        per_face = batch.faces_per_frame()
         stamp = datetime.fromtimestamp(started_wall, timezone.utc).strftime("%Y%m%dT%H%M%S")
         name = f"part-{stamp}-{self.parts_written:06d}.parquet"
         for table, columns, capture_times, latencies in (
@@ -83,7 +81,7 @@ class RollingPartsWriter:
             target = self._dirs[table] / name
             temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
             pq.write_table(pa.table(columns, schema=self._schemas[table]), temporary)
-            os.replace(temporary, target)
+            move_into_place(temporary, target)
             self.paths.append(str(target))
         self.parts_written += 1
 

@@ -18,8 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
-from pipeline.results import SegmentResult
-from pipeline.track import IoUTracker
+from pipeline.results import FaceBatch
 
 FACES, FRAMES = "faces", "frames"
 PART_NAME = "part-0.parquet"
@@ -58,36 +57,28 @@ def partition_dir(out: Path, table: str, video_id: str) -> Path:
     return out / table / f"video_id={video_id}"
 
 
-def face_ranges(result: SegmentResult) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) of each processed frame's faces in the face arrays."""
-    return (np.searchsorted(result.face_frame, result.frame_index, side="left"),
-            np.searchsorted(result.face_frame, result.frame_index, side="right"))
-
-
-def result_columns(result: SegmentResult, labels: list[str], video_path: str,
-                   track_ids: np.ndarray) -> tuple[dict, dict]:
-    """The ``faces`` and ``frames`` columns of a run of frames (one dict of arrays per table)."""
-    starts, ends = face_ranges(result)
-    face_index = np.concatenate([np.arange(end - start, dtype=np.int32) for start, end in zip(starts, ends)]
-                                or [np.zeros(0, np.int32)])
-    best = result.probabilities.argmax(axis=1) if len(result.probabilities) else np.zeros(0, np.int64)
-    n = len(result.face_frame)
+def result_columns(batch: FaceBatch, labels: list[str], video_path: str) -> tuple[dict, dict]:
+    """The ``faces`` and ``frames`` columns of a tracked batch (one dict of arrays per table)."""
+    per_frame = batch.faces_per_frame()
+    face_index = np.concatenate([np.arange(count, dtype=np.int32) for count in per_frame] or [np.zeros(0, np.int32)])
+    best = batch.probabilities.argmax(axis=1) if len(batch) else np.zeros(0, np.int64)
+    n = len(batch)
     faces = {
         VIDEO_PATH: pa.array([video_path] * n, pa.string()),
-        FRAME_INDEX: result.face_frame, PTS_TIME: np.repeat(result.pts_time, ends - starts), FACE_INDEX: face_index,
-        TRACK_ID: track_ids,
-        **{name: result.xyxy[:, i] for i, name in enumerate(BOX_COLUMNS)},
-        DET_SCORE: result.det_score,
+        FRAME_INDEX: batch.face_frame, PTS_TIME: np.repeat(batch.pts_time, per_frame), FACE_INDEX: face_index,
+        TRACK_ID: batch.track_id,
+        **{name: batch.xyxy[:, i] for i, name in enumerate(BOX_COLUMNS)},
+        DET_SCORE: batch.det_score,
         LANDMARKS: pa.ListArray.from_arrays(
-            np.arange(0, 10 * n + 1, 10, dtype=np.int32), pa.array(result.landmarks.reshape(-1), pa.float32())
+            np.arange(0, 10 * n + 1, 10, dtype=np.int32), pa.array(batch.landmarks.reshape(-1), pa.float32())
         ),
         EMOTION: pa.array(np.array(labels, dtype=object)[best] if n else [], pa.string()),
-        EMOTION_SCORE: result.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
-        **{probability_column(label): result.probabilities[:, i] for i, label in enumerate(labels)},
+        EMOTION_SCORE: batch.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
+        **{probability_column(label): batch.probabilities[:, i] for i, label in enumerate(labels)},
     }
     frames = {
-        VIDEO_PATH: pa.array([video_path] * len(result.frame_index), pa.string()),
-        FRAME_INDEX: result.frame_index, PTS_TIME: result.pts_time, NUM_FACES: (ends - starts).astype(np.int32),
+        VIDEO_PATH: pa.array([video_path] * batch.num_frames, pa.string()),
+        FRAME_INDEX: batch.frame_index, PTS_TIME: batch.pts_time, NUM_FACES: per_frame,
     }
     return faces, frames
 
@@ -111,8 +102,8 @@ class VideoResultsWriter:
 
     Follows write/close/publish (or abort): the files are written in ``OUT/.staging/<video_id>/``
     and appear in their partitions only on ``publish()``, just before the manifest, so a reader of
-    ``faces/`` never sees rows of a video that is half done, failed or killed. Tracking happens
-    here, where frames arrive in order.
+    ``faces/`` never sees rows of a video that is half done, failed or killed. It only writes: the
+    batches come tracked (``IoUTracker.update_with_faces``).
     """
 
     def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object]) -> None:
@@ -127,23 +118,18 @@ class VideoResultsWriter:
             FACES: pq.ParquetWriter(self.staged[FACES], faces_schema(self.labels, encoded)),
             FRAMES: pq.ParquetWriter(self.staged[FRAMES], frames_schema(encoded)),
         }
-        self._tracker = IoUTracker()
         self.frames_written = self.faces_written = 0
         self.emotion_counts = np.zeros(len(self.labels), np.int64)
 
-    def write(self, result: SegmentResult) -> None:
-        """Append the next segment of the video (segments must come in order)."""
-        starts, ends = face_ranges(result)
-        track_ids = np.concatenate(
-            [self._tracker.update(result.xyxy[start:end]) for start, end in zip(starts, ends)] or [np.zeros(0, np.int64)]
-        )
-        faces, frames = result_columns(result, self.labels, self.video_path, track_ids)
+    def write(self, batch: FaceBatch) -> None:
+        """Append the next tracked batch of the video (batches must come in order)."""
+        faces, frames = result_columns(batch, self.labels, self.video_path)
         self._writers[FACES].write_table(pa.table(faces, schema=self._writers[FACES].schema))
         self._writers[FRAMES].write_table(pa.table(frames, schema=self._writers[FRAMES].schema))
-        self.frames_written += len(result.frame_index)
-        self.faces_written += len(result.face_frame)
-        if len(result.probabilities):
-            self.emotion_counts += np.bincount(result.probabilities.argmax(axis=1), minlength=len(self.labels))
+        self.frames_written += batch.num_frames
+        self.faces_written += len(batch)
+        if len(batch):
+            self.emotion_counts += np.bincount(batch.probabilities.argmax(axis=1), minlength=len(self.labels))
 
     def close(self) -> dict[str, Path]:
         """Finish the files, still staged (the annotated video is drawn from them); returns their paths."""

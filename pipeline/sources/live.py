@@ -1,8 +1,10 @@
-"""Live sources (RTSP cameras, other streams PyAV opens, files paced in real time): the newest frame only.
+"""Live sources (RTSP cameras, other streams PyAV opens, files): the newest frame, or every frame of a file.
 
 A reader thread decodes the stream as it arrives and keeps exactly one frame, the newest. A consumer
 that is slower than the camera takes the newest frame when it is ready; the frames it never saw are
-counted as dropped, never queued, so latency cannot build up. When the stream drops or cannot be
+counted as dropped, never queued, so latency cannot build up. A file played without ``realtime`` has
+no newer frame to prefer: the reader waits for each frame to be taken, so every frame is processed,
+in order (a recorded session replays exactly, with the indices and times batch mode gives them). When the stream drops or cannot be
 reached the reader reconnects with capped exponential backoff, and gives up with a clear error
 after ``max_retries`` failed attempts in a row. Every socket operation has a timeout, so a frozen
 camera cannot hang the reader.
@@ -20,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from models.errors import EmorayError
-from pipeline.sources.file import DecodedFrame, VideoInfo, probe
+from pipeline.errors import VideoError
+from pipeline.sources.file import DecodedFrame, VideoInfo, iter_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class LiveSourceOptions:
     max_retries: int = 5  # failed attempts in a row before giving up
     backoff_initial: float = 0.5  # seconds before the first retry, doubled per failure
     backoff_max: float = 8.0
-    realtime: bool = False  # pace a file at its frame rate instead of reading it at full speed
+    realtime: bool = False  # pace a file at its frame rate (newest frame first) instead of every frame at full speed
 
 
 @dataclass
@@ -81,6 +84,7 @@ class LiveReader:
         if not self.stream and not Path(source).exists():
             raise LiveSourceError(f"{source}: no such file, and not a stream URL ({', '.join(sorted(STREAM_SCHEMES))})")
         self.rotation = 0 if self.stream else probe(source).rotation
+        self.every_frame = not self.stream and not options.realtime
         self.received = self.dropped = self.reconnects = 0
         self.error: LiveSourceError | None = None
         self._newest: LiveFrame | None = None
@@ -114,6 +118,7 @@ class LiveReader:
             if self._taken:
                 return None
             self._taken = True
+            self._condition.notify_all()  # an every-frame reader waits for this
             return self._newest
 
     @property
@@ -122,6 +127,8 @@ class LiveReader:
 
     def _publish(self, decoded: DecodedFrame) -> None:
         with self._condition:
+            if self.every_frame:  # wait for the consumer: nothing is dropped
+                self._condition.wait_for(lambda: self._taken or self._stopping.is_set())
             if not self._taken:
                 self.dropped += 1
             self._newest = LiveFrame(self.received, time.time(), decoded)
@@ -130,14 +137,13 @@ class LiveReader:
             self._condition.notify_all()
 
     def _open(self) -> av.container.InputContainer:
-        options = {}
-        if self.stream:  # start at once, buffer nothing, never wait on a socket longer than the timeout
-            microseconds = str(int(self.options.timeout * 1e6))
-            options = {"probesize": "32", "analyzeduration": "0", "fflags": "nobuffer", "flags": "low_delay"}
-            if urlsplit(self.source).scheme.lower() in ("rtsp", "rtsps"):
-                options |= {"rtsp_transport": self.options.rtsp_transport, "timeout": microseconds}
-            else:
-                options |= {"rw_timeout": microseconds}
+        # start at once, buffer nothing, never wait on a socket longer than the timeout
+        microseconds = str(int(self.options.timeout * 1e6))
+        options = {"probesize": "32", "analyzeduration": "0", "fflags": "nobuffer", "flags": "low_delay"}
+        if urlsplit(self.source).scheme.lower() in ("rtsp", "rtsps"):
+            options |= {"rtsp_transport": self.options.rtsp_transport, "timeout": microseconds}
+        else:
+            options |= {"rw_timeout": microseconds}
         container = av.open(self.source, options=options, timeout=(self.options.timeout, self.options.timeout))
         if not container.streams.video:
             container.close()
@@ -148,18 +154,34 @@ class LiveReader:
         """Decode until the stream ends (a server that dies makes decoding simply end)."""
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # frame threads would add a frame of latency per thread
-        started = None
         for frame in container.decode(stream):
             if self._stopping.is_set():
                 return
             pts_time = float(frame.time) if frame.time is not None else 0.0
-            if self.options.realtime and not self.stream:
-                started = started if started is not None else time.monotonic() - pts_time
-                if self._stopping.wait(max(0.0, started + pts_time - time.monotonic())):
-                    return
             self._publish(DecodedFrame(self.received, pts_time, frame))
 
+    def _read_file(self) -> None:
+        """Decode a file from its start (paced at its frame rate when ``realtime``)."""
+        frames = iter_frames(self.source)
+        started = None
+        try:
+            for decoded in frames:
+                if self.options.realtime:
+                    started = started if started is not None else time.monotonic() - decoded.pts_time
+                    self._stopping.wait(max(0.0, started + decoded.pts_time - time.monotonic()))
+                if self._stopping.is_set():
+                    return
+                self._publish(DecodedFrame(self.received, decoded.pts_time, decoded.frame))
+        finally:
+            frames.close()
+
     def _run(self) -> None:
+        if not self.stream:
+            try:
+                self._read_file()
+            except VideoError as error:
+                return self._finish(LiveSourceError(str(error)))
+            return self._finish(None)
         failures, opened_before, last_error = 0, False, "no frames"
         while not self._stopping.is_set():
             try:
@@ -179,7 +201,7 @@ class LiveReader:
             except (av.error.FFmpegError, OSError, ValueError) as error:
                 last_error = str(error) or type(error).__name__
                 log.warning("%s: %s", self.name, last_error)
-            if self._stopping.is_set() or not self.stream:
+            if self._stopping.is_set():
                 break
             failures += 1
             if failures > self.options.max_retries:

@@ -20,8 +20,9 @@ import numpy as np
 
 import pyarrow.parquet as pq
 
+from jobs.spec import ModelOptions
 from models.datasets import FER_LABELS
-from pipeline.live import LiveOptions, LiveSession, LocalModels
+from pipeline.live import LiveSession
 from pipeline.query import connect as query_connect
 from pipeline.sources.live import LiveReader, LiveSourceOptions
 from tests.conftest import shared
@@ -141,21 +142,22 @@ def test_reader_hands_on_the_newest_frame_and_counts_the_rest_as_dropped():
 
 def test_models_as_ray_actors_give_the_same_faces(local_ray):
     """--address runs the very same classes as Ray actors: same faces, same emotions."""
-    from pipeline.live import ActorModels
+    from pipeline.live import load_models
     from pipeline.sources.file import iter_frames
     from pipeline.sources.live import LiveFrame
 
     clip = str(shared("videos/two_faces.mp4"))
-    options = LiveOptions(emotion_model="mini-xception", device="cpu")
+    options = ModelOptions(emotion_model="mini-xception", device="cpu")
     frames = [LiveFrame(decoded.index, time.time(), decoded) for decoded in iter_frames(clip, end_time=1.0)]
-    sessions = [LiveSession(LiveReader(clip), models, []) for models in (LocalModels(options), ActorModels(options))]
+    sessions = [LiveSession(LiveReader(clip), load_models(options, use_ray=use_ray), [], options)
+                for use_ray in (False, True)]
     local, actors = ([session.process(frame) for frame in frames] for session in sessions)
-    assert sum(len(result.xyxy) for result in local) >= len(frames)  # faces were found
+    assert sum(len(result) for result in local) >= len(frames)  # faces were found
     for mine, theirs in zip(local, actors):
-        assert len(mine.xyxy) == len(theirs.xyxy)
+        assert len(mine) == len(theirs)
         assert abs(mine.xyxy - theirs.xyxy).max(initial=0) < 1.0
         assert abs(mine.probabilities - theirs.probabilities).max(initial=0) < 1e-4
-        assert (mine.track_ids == theirs.track_ids).all()
+        assert (mine.track_id == theirs.track_id).all()
 
 
 def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium):

@@ -210,3 +210,41 @@ def test_a_run_killed_half_way_then_rerun_equals_a_clean_run(job, tmp_path):
         numeric = [c for c in rerun.columns if rerun[c].dtype.kind in "fi"]
         np.testing.assert_allclose(rerun[numeric].to_numpy(float), clean[numeric].to_numpy(float), atol=1e-3)
     assert not list(out.rglob("*.tmp"))
+
+
+def _rows(out: Path, table: str, video_id: str | None = None):
+    keys = ["frame_index"] + (["face_index"] if table == "faces" else [])
+    path = out / table / f"video_id={video_id}" if video_id else out / table
+    rows = ds.dataset(path, partitioning="hive").to_table().to_pandas().sort_values(keys).reset_index(drop=True)
+    return rows.drop(columns=[c for c in ("video_id", "video_path") if c in rows.columns])
+
+
+def test_run_batch_from_python_gives_the_rows_of_emoray_run(job, tmp_path):
+    from pipeline import run_batch
+
+    out, _, videos = job
+    clip = shared("videos/two_faces.mp4")
+    outcomes = run_batch([clip], tmp_path / "out", annotate=False)
+    assert [(o.status, o.frames, o.faces) for o in outcomes] == [("complete", 56, videos["two_faces.mp4"]["faces"])]
+    for table in ("faces", "frames"):
+        mine, theirs = _rows(tmp_path / "out", table), _rows(out, table, videos["two_faces.mp4"]["video_id"])
+        assert mine.equals(theirs), table
+    with pytest.raises(TypeError):
+        run_batch([clip], tmp_path / "other", no_such_option=1)
+
+
+def test_live_mode_replays_a_file_frame_by_frame_with_the_rows_of_emoray_run(job, tmp_path):
+    out, _, videos = job
+    clip = shared("videos/two_faces.mp4")
+    result = CliRunner().invoke(main, ["live", str(clip), "-o", str(tmp_path / "live"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["received"] == summary["processed"] == 56 and summary["dropped"] == 0
+    live, batch = _rows(tmp_path / "live", "faces"), _rows(out, "faces", videos["two_faces.mp4"]["video_id"])
+    assert len(live) == len(batch) == videos["two_faces.mp4"]["faces"]
+    for column in ("frame_index", "face_index", "track_id", "emotion"):
+        assert (live[column] == batch[column]).all(), column
+    np.testing.assert_allclose(live["pts_time"], batch["pts_time"], atol=1e-6)
+    np.testing.assert_allclose(live[["x1", "y1", "x2", "y2"]], batch[["x1", "y1", "x2", "y2"]], atol=1e-2)
+    probabilities = [c for c in batch.columns if c.startswith("p_")]
+    np.testing.assert_allclose(live[probabilities], batch[probabilities], atol=1e-4)

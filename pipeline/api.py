@@ -1,0 +1,79 @@
+"""emoray from Python: ``run_batch`` for recordings, ``live`` for cameras; what ``emoray run`` and
+``emoray live`` do, without the command line.
+
+    from pipeline import run_batch, live
+
+    outcomes = run_batch(["recordings/"], "results/", fps=5, annotate=False)
+    with live("rtsp://camera.local:554/stream") as results:
+        for batch in results:            # one FaceBatch per processed frame, tracked
+            print(batch.frame_index[0], batch.track_id, batch.probabilities.argmax(axis=1))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Callable, Iterator, Sequence
+
+from jobs.cluster import connect
+from jobs.spec import JobSpec, ModelOptions, RunOptions
+from pipeline.batch import BatchJob, VideoOutcome
+from pipeline.results import FaceBatch
+from pipeline.sources.live import LiveSourceOptions
+
+
+def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, glob: str | None = None,
+              force: bool = False, address: str | None = None, on_progress: Callable[[dict], None] | None = None,
+              **options) -> list[VideoOutcome]:
+    """Process files and folders into ``output`` as ``emoray run`` does; returns one outcome per input.
+
+    Args:
+        inputs: video and image files, folders (searched recursively) or object-store URIs.
+        output: the output folder (or URI): Parquet, annotated videos, manifests.
+        glob: only inputs whose relative path or name matches.
+        force: redo videos that are already complete.
+        address: a Ray cluster to join; default the one this process is connected to, else an
+            embedded local Ray.
+        on_progress: called with {"done", "total", "frames", "active"} as the job advances.
+        **options: the options of ``emoray run`` by their names (``jobs.spec.RunOptions``), e.g.
+            ``fps=5``, ``annotate=False``, ``min_face=40``, ``det_size=None``, ``emotion_model="mini-xception"``.
+
+    Raises:
+        TypeError: for an option ``emoray run`` does not have. ValueError: for a bad option value.
+        EmorayError: when the output cannot be written, another run holds it, or nothing is found.
+    """
+    spec = JobSpec(inputs=tuple(str(path) for path in inputs), output=str(output), options=RunOptions(**options),
+                   glob=glob, force=force)
+    connect(address)
+    return BatchJob(spec, on_progress=on_progress).run()
+
+
+@contextlib.contextmanager
+def live(source: str | os.PathLike, *, realtime: bool = False, rtsp_transport: str = "tcp", timeout: float = 5.0,
+         max_retries: int = 5, duration: float | None = None, address: str | None = None,
+         **options) -> Iterator[Iterator[FaceBatch]]:
+    """Follow a camera (or replay a file) as ``emoray live`` does; yields an iterator of results as they come.
+
+    Each result is the tracked ``FaceBatch`` of one frame, with ``capture_time`` and ``latency_ms``.
+    The iterator ends when the source ends or fails for good (after ``max_retries`` reconnects), or
+    after ``duration`` seconds; leaving the block stops reading. A file is replayed frame by frame
+    unless ``realtime``. ``address``: run the models as actors on that Ray cluster (default in this
+    process). ``**options``: the model options of ``emoray live`` (``jobs.spec.ModelOptions``).
+    """
+    from pipeline.live import LiveSession, load_models
+    from pipeline.sources.live import LiveReader
+
+    model_options = ModelOptions(**options)
+    if address:
+        connect(address)
+    reader = LiveReader(str(source), LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout,
+                                                       max_retries=max_retries, realtime=realtime))
+    session = LiveSession(reader, load_models(model_options, use_ray=bool(address)), [], model_options)
+    stop = threading.Event()
+    reader.start()
+    try:
+        yield session.results(stop, duration)
+    finally:
+        stop.set()
+        session.close()

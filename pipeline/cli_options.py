@@ -1,0 +1,92 @@
+"""What every ``emoray`` command shares: exit codes, one error-to-exit wrapper, and option blocks declared once."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import click
+
+from jobs.spec import ModelOptions
+from models import registry
+from models.errors import EmorayError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+MODEL_OPTION_NAMES = ("detector", "emotion_model", "det_size", "min_face", "score_threshold", "batch_size", "device")
+
+
+def exits_on_error(function: Callable) -> Callable:
+    """An ``EmorayError`` (a bad file, an unreachable cluster, ...) ends the command with ``emoray: <reason>``
+    on stderr and exit code 1; anything else is a bug and keeps its traceback."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except EmorayError as error:
+            click.echo(f"emoray: {error}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+def address_option(function: Callable) -> Callable:
+    """``--address`` of an existing Ray cluster, shared by every command that runs on Ray."""
+    return click.option(
+        "--address", envvar="RAY_ADDRESS", default=None,
+        help="Ray cluster to join (e.g. ray://head:10001 or auto); default: an embedded local Ray. Env: RAY_ADDRESS.",
+    )(function)
+
+
+class DetectorSize(click.ParamType):
+    """``--det-size``: pixels (at least 32), or ``native`` for the frame's own size (None)."""
+
+    name = "PIXELS|native"
+
+    def convert(self, value, parameter, context) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).lower() in ("native", "none", "0"):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"expected a number of pixels or 'native', but got {value!r}", parameter, context)
+
+
+def model_options(function: Callable) -> Callable:
+    """The model and detection options of ``run`` and ``live``, passed on as one ``model_options`` dict
+    (the fields of ``jobs.spec.ModelOptions``)."""
+    options = [
+        click.option("--detector", default=registry.DEFAULT_DETECTOR, show_default=True,
+                     help="Detector weights: a name, a checkpoint path or a URL."),
+        click.option("--emotion-model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True,
+                     help="Emotion weights: a name or a checkpoint path."),
+        click.option("--min-face", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Ignore faces smaller than this many pixels (shorter side)."),
+        click.option("--det-size", type=DetectorSize(), default=640, show_default=True,
+                     help="Longer side of the detector input in pixels, or 'native'."),
+        click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+                     help="Minimum face score."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Frames per detector call."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where the models run."),
+    ]
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        kwargs["model_options"] = {name: kwargs.pop(name) for name in MODEL_OPTION_NAMES}
+        return function(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def build_options(cls: type[ModelOptions], **values) -> ModelOptions:
+    """``ModelOptions`` or ``RunOptions`` from command-line values; a bad combination is a usage error (exit 2)."""
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error

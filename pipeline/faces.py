@@ -1,0 +1,93 @@
+"""The face step, written once for batch, live and the bench: decoded frames in, their faces out.
+
+detect on the frame resized to ``det_size`` -> boxes and landmarks scaled back to the full frame ->
+``min_face`` filter -> crops at full resolution -> classify. The models are any ``Models`` (in this
+process or Ray actors); ``submit`` starts detection and ``finish`` completes a batch, so a caller
+may keep several batches in flight while it decodes the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.detections import Detections
+from models.emotion.crop import crop_faces
+from pipeline.inference import Models, Pending
+from pipeline.results import FaceBatch
+from pipeline.sources.file import DecodedFrame, VideoInfo
+
+
+def detector_input_size(info: VideoInfo, det_size: int | None) -> tuple[int, int]:
+    """(width, height) frames are resized to before detection: longer side ``det_size``, aspect kept."""
+    if det_size is None:
+        return info.width, info.height
+    scale = det_size / max(info.width, info.height)
+    return max(1, round(info.width * scale)), max(1, round(info.height * scale))
+
+
+@dataclass
+class PendingFaces:
+    """A batch of frames whose detection is under way."""
+
+    frames: list[DecodedFrame]
+    detections: Pending[list[Detections]]
+    small: np.ndarray | None  # (m, h, w, 3) RGB at the detector input size, kept for a preview
+
+
+class FaceStep:
+    """Finds and classifies the faces of frames of one video or stream (``info``: size and rotation).
+
+    Args:
+        models: the detector and classifier, in this process or as Ray actors.
+        info: the video's display size and rotation (every frame of it has them).
+        det_size: longer side of the detector input in pixels; None detects at full resolution.
+        min_face: faces whose shorter box side is below this many pixels of the full frame are dropped.
+        keep_frames: keep the detector-size RGB frames in each result (``FaceBatch.images``), for a preview.
+    """
+
+    def __init__(self, models: Models, info: VideoInfo, *, det_size: int | None, min_face: float = 0.0,
+                 keep_frames: bool = False) -> None:
+        self.models, self.info, self.min_face, self.keep_frames = models, info, min_face, keep_frames
+        self.input_wh = detector_input_size(info, det_size)
+        self.scale = np.array([info.width / self.input_wh[0], info.height / self.input_wh[1]] * 2, np.float32)
+
+    def __call__(self, frames: list[DecodedFrame]) -> FaceBatch:
+        if not frames:
+            return FaceBatch.empty(len(self.models.labels))
+        return self.finish(self.submit(frames))
+
+    def submit(self, frames: list[DecodedFrame]) -> PendingFaces:
+        """Resize the frames for the detector (swscale) and start detecting."""
+        small = np.stack([frame.to_rgb(self.info.rotation, self.input_wh) for frame in frames])
+        return PendingFaces(frames, self.models.detect(small), small if self.keep_frames else None)
+
+    def finish(self, pending: PendingFaces) -> FaceBatch:
+        """Scale and filter the detections, crop the faces from the full frames and classify them."""
+        frames, scale = pending.frames, self.scale
+        detections = pending.detections.result()
+        keep = [faces.side * min(scale[0], scale[1]) >= self.min_face for faces in detections]
+        boxes = [(faces.xyxy[mask] * scale).astype(np.float32) for faces, mask in zip(detections, keep)]
+        crops = [crop_faces(self._full(frame), xyxy, self.models.crop_spec)
+                 for frame, xyxy in zip(frames, boxes) if len(xyxy)]
+        probabilities = (self.models.classify(np.concatenate(crops)) if crops
+                         else np.zeros((0, len(self.models.labels)), np.float32))
+        counts = [len(xyxy) for xyxy in boxes]
+        return FaceBatch(
+            frame_index=np.array([f.index for f in frames], np.int64),
+            pts_time=np.array([f.pts_time for f in frames], np.float64),
+            face_frame=np.repeat([f.index for f in frames], counts).astype(np.int64),
+            xyxy=np.concatenate(boxes).reshape(-1, 4),
+            det_score=np.concatenate([faces.confidence[mask] for faces, mask in zip(detections, keep)]).astype(np.float32),
+            landmarks=np.concatenate([faces.landmarks[mask] * scale[:2] for faces, mask in zip(detections, keep)]
+                                     ).astype(np.float32).reshape(-1, 5, 2),
+            probabilities=probabilities,
+            images=pending.small, image_scale=scale if self.keep_frames else None,
+        )
+
+    def _full(self, frame: DecodedFrame) -> np.ndarray:
+        """The full-resolution frame the classifier's crops are cut from (gray luma or RGB)."""
+        if self.models.crop_spec.channels == 1:
+            return frame.to_gray(self.info.rotation)
+        return frame.to_rgb(self.info.rotation)
