@@ -26,6 +26,9 @@ REQUIRED = {
     "duckdb": "duckdb",
     "rich": "rich",
     "psutil": "psutil",
+    "trackers": "trackers",
+    "supervision": "supervision",
+    "matplotlib": "matplotlib",
     "ray": "ray[data,train,default]",
 }
 EXIT_FAILED = 1

@@ -1,63 +1,67 @@
-"""The tracker stage: the same face across consecutive processed frames, by box overlap."""
+"""The tracker stage: the same face across processed frames, by ByteTrack (roboflow's ``trackers``).
+
+ByteTrack predicts each face's box with a Kalman filter (constant velocity) and matches boxes to
+predictions optimally (Hungarian on IoU), so an id survives missed detections, two faces crossing
+and sparse sampling (``--fps 5`` of a walking person). A track ends when its face has not been seen
+for ``lost_seconds``; a film cut or a face that jumps across the frame starts a new one. Ids are per
+video (or stream), from 0, in order of first appearance.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import supervision as sv
+from trackers import ByteTrackTracker
+from trackers.core.bytetrack.kalman_box_tracker import ByteTrackKalmanBoxTracker
 
 from pipeline.results import FaceBatch
 
-
-def _iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    top_left = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    bottom_right = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=-1)
-    area_a = (boxes_a[:, 2:] - boxes_a[:, :2]).prod(axis=-1)
-    area_b = (boxes_b[:, 2:] - boxes_b[:, :2]).prod(axis=-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+LOST_SECONDS = 2.0  # a face unseen this long ends its track
+MIN_IOU = 0.1  # least overlap of a box with its track's predicted box
 
 
-class IoUTracker:
-    """Greedy IoU matching of each frame's faces to the tracks seen in recent frames.
+class FaceTracker:
+    """Numbers the faces of one video's consecutive frames; feed batches in frame order.
 
-    A face continues the track whose last box overlaps it most (IoU >= ``min_iou``); a track that
-    has not been seen for more than ``max_gap`` processed frames ends (a missed detection or two
-    does not split a track). Track ids count from 0 within a video, in order of first appearance.
-    Feed frames in order: the tracker carries its state from one segment of a video to the next.
+    Args:
+        frame_rate: processed frames per second (the video's rate, or the ``--fps`` sampling rate).
+        lost_seconds: how long a face may go unseen and keep its id.
     """
 
-    def __init__(self, *, min_iou: float = 0.3, max_gap: int = 5) -> None:
-        self.min_iou, self.max_gap = min_iou, max_gap
-        self._boxes = np.zeros((0, 4), np.float32)
-        self._ids = np.zeros(0, np.int64)
-        self._last_seen = np.zeros(0, np.int64)
-        self._frame = 0
-        self._next_id = 0
+    def __init__(self, *, frame_rate: float = 30.0, lost_seconds: float = LOST_SECONDS) -> None:
+        # every face the detector kept starts or continues a track at once: thresholds at 0, one frame to mature;
+        # ByteTrack keeps a lost track int(frame_rate / 30 * buffer) frames: at least one, however sparse the frames
+        buffer = max(lost_seconds * 30, 30 / frame_rate)
+        self._tracker = ByteTrackTracker(lost_track_buffer=math.ceil(buffer), frame_rate=frame_rate,
+                                         track_activation_threshold=0.0, minimum_consecutive_frames=1,
+                                         minimum_iou_threshold=MIN_IOU, high_conf_det_threshold=0.0)
+        self._local: dict[int, int] = {}  # ByteTrack's process-wide id -> this video's id
 
-    def update(self, xyxy: np.ndarray) -> np.ndarray:
-        """Track ids (n,) for the n faces of the next processed frame."""
-        self._frame += 1
-        alive = self._frame - self._last_seen <= self.max_gap + 1
-        self._boxes, self._ids, self._last_seen = self._boxes[alive], self._ids[alive], self._last_seen[alive]
-        ids = np.full(len(xyxy), -1, np.int64)
-        if len(xyxy) and len(self._boxes):
-            overlap = _iou(np.asarray(xyxy, np.float32), self._boxes)
-            for flat in np.argsort(-overlap, axis=None):
-                face, track = np.unravel_index(flat, overlap.shape)
-                if overlap[face, track] < self.min_iou:
-                    break
-                if ids[face] == -1 and not np.isin(self._ids[track], ids):
-                    ids[face] = self._ids[track]
-        new = ids == -1
-        ids[new] = np.arange(self._next_id, self._next_id + new.sum())
-        self._next_id += int(new.sum())
-        matched = np.isin(self._ids, ids)
-        self._boxes = np.concatenate([self._boxes[~matched], np.asarray(xyxy, np.float32).reshape(-1, 4)])
-        self._ids = np.concatenate([self._ids[~matched], ids])
-        self._last_seen = np.concatenate([self._last_seen[~matched], np.full(len(ids), self._frame)])
+    def update(self, xyxy: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Track ids (n,) for the n faces of the next processed frame, in their order."""
+        tracker = self._tracker
+        before = {id(track) for track in tracker.tracks}
+        detections = sv.Detections(xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4),
+                                   confidence=np.asarray(confidence, np.float32), data={"face": np.arange(len(xyxy))})
+        tracked = tracker.update(detections)
+        # ByteTrack names a new track only when it is seen again: name it now, so its first face has it too
+        spawned = [track for track in tracker.tracks if id(track) not in before]
+        global_ids = np.asarray(tracked.tracker_id, np.int64).copy()
+        new_rows = np.flatnonzero(global_ids == -1)
+        if len(new_rows) != len(spawned):  # every unmatched face spawns a track (thresholds at 0)
+            raise RuntimeError(f"ByteTrack left {len(new_rows)} faces untracked but started {len(spawned)} tracks")
+        for row, track in zip(new_rows, spawned):
+            track.tracker_id = ByteTrackKalmanBoxTracker.get_next_tracker_id()
+            global_ids[row] = track.tracker_id
+        ids = np.empty(len(xyxy), np.int64)
+        ids[np.asarray(tracked.data.get("face", []), np.int64)] = [self._local.setdefault(int(g), len(self._local))
+                                                                   for g in global_ids]
         return ids
 
     def update_with_faces(self, batch: FaceBatch) -> FaceBatch:
         """``batch`` with the track id of each face (batches of one video must come in frame order)."""
         starts, ends = batch.face_ranges()
-        ids = [self.update(batch.xyxy[start:end]) for start, end in zip(starts, ends)]
+        ids = [self.update(batch.xyxy[start:end], batch.det_score[start:end]) for start, end in zip(starts, ends)]
         return batch.with_tracks(np.concatenate(ids) if ids else np.zeros(0, np.int64))
