@@ -11,7 +11,8 @@ from models.registry import DEFAULT_DETECTOR, DEFAULT_EMOTION_MODEL
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """Which models run and how faces are found: the options ``emoray run`` and ``emoray live`` share."""
+    """Which models run, how faces are found and how their emotions are smoothed over time: the options
+    ``emoray run`` and ``emoray live`` share."""
 
     detector: str = DEFAULT_DETECTOR
     emotion_model: str = DEFAULT_EMOTION_MODEL
@@ -20,6 +21,8 @@ class ModelOptions:
     score_threshold: float = 0.6
     device: str = "auto"
     batch_size: int = 8  # frames per detector call
+    smoothing_seconds: float = 1.0  # time constant of each track's moving average of emotions; 0 = none
+    min_episode_seconds: float = 0.5  # shortest stretch of one smoothed emotion that counts as an episode
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -30,6 +33,9 @@ class ModelOptions:
             raise ValueError(f"det_size must be at least 32 pixels, but got {self.det_size}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], but got {self.score_threshold}")
+        for name in ("smoothing_seconds", "min_episode_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 seconds, but got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,7 +49,7 @@ class RunOptions(ModelOptions):
     annotate: bool = True
     segment_seconds: float = 60.0
 
-    RESULT_OPTIONS = ("fps", "min_face", "det_size", "score_threshold")
+    RESULT_OPTIONS = ("fps", "min_face", "det_size", "score_threshold", "smoothing_seconds", "min_episode_seconds")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -31,11 +31,11 @@ from models.errors import EmorayError
 from pipeline.errors import InputError, OutputError
 from pipeline.inference import ActorModels, ClusterPlan, start_actors
 from pipeline.results import FaceBatch
-from pipeline.sinks.parquet import FACES, FRAMES, PART_NAME, STAGING, VideoResultsWriter, partition_dir, remove_published
+from pipeline.sinks.parquet import FACES, PART_NAME, STAGING, TABLES, VideoResultsWriter, partition_dir, remove_published
 from pipeline.sources.file import VideoInfo
 from pipeline.stages import inspect_video, process_segment
 from pipeline.stopping import StopRequest
-from pipeline.track import IoUTracker
+from pipeline.track import FaceTracker
 
 SKIPPED, INTERRUPTED = "skipped", "interrupted"
 
@@ -61,12 +61,13 @@ class _Video:
     path: Path
     relative: Path
     video_id: str
+    annotated: Path | None = None  # under OUT/annotated/, unique in the job
     started: float = field(default_factory=time.monotonic)
     info: VideoInfo | None = None
     segments: deque = field(default_factory=deque)  # not yet submitted
     submitted: deque = field(default_factory=deque)  # (segment, ref) in order
     writer: VideoResultsWriter | None = None
-    tracker: IoUTracker = field(default_factory=IoUTracker)
+    tracker: FaceTracker | None = None  # once the frame rate is known
     last_pts: float = -1.0
     annotate_ref: ray.ObjectRef | None = None
     shared_faces: str | None = None  # the staged faces file uploaded for the annotate task (output in a store)
@@ -93,8 +94,17 @@ def check_output_writable(out: str | Path) -> None:
         raise OutputError(f"{out}: output directory is not writable ({error.strerror or error})") from error
 
 
-def _annotated_path(out: Path, relative: Path) -> Path:
-    return out / "annotated" / relative.with_suffix(".mp4")
+def _annotated_path(out: Path, video: "_Video") -> Path:
+    return out / "annotated" / video.annotated
+
+
+def _name_annotated_videos(videos: list["_Video"]) -> None:
+    """Each video's annotated name (under OUT/annotated/): its relative path as .mp4, with the content id
+    added where two inputs of the job would share one (a.mov and a.mp4, or cam.mp4 from two folders)."""
+    names = [video.relative.with_suffix(".mp4") for video in videos]
+    taken = Counter(names)
+    for video, name in zip(videos, names):
+        video.annotated = name if taken[name] == 1 else name.with_name(f"{name.stem}.{video.video_id[:8]}.mp4")
 
 
 @ray.remote(max_retries=3, scheduling_strategy="SPREAD")
@@ -152,23 +162,23 @@ class BatchJob:
         if not found.inputs and not found.refused:
             raise InputError(_no_inputs_message(self.spec))
         self.model_ids, self.fingerprint = {}, None
-        try:
-            self.plan = plan = ClusterPlan.for_cluster(
-                ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
-            detectors, classifier = start_actors(self.options, plan)
+        self.plan = plan = ClusterPlan.for_cluster(
+            ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
+        detectors, classifier = start_actors(self.options, plan)
+        try:  # the actors hold their CPUs or GPU share until killed, whatever happens here
             models = ActorModels(detectors[0], classifier, classifier_info=self._get(classifier.info.remote()),
                                  detector_info=self._get(detectors[0].info.remote()))
+            self.labels = models.labels
+            self.model_ids = models.model_ids()
+            self.fingerprint = self.options.fingerprint(self.model_ids)
+            todo = self._select(found.inputs)
+            self.total = len(todo) + len(self.outcomes)
+            self._loop(todo, plan, [models.with_detector(detector) for detector in detectors])
         except _Interrupted:
-            self._write_job_json(time.monotonic() - started)
-            return self.outcomes
-        self.labels = models.labels
-        self.model_ids = models.model_ids()
-        self.fingerprint = self.options.fingerprint(self.model_ids)
-        todo = self._select(found.inputs)
-        self.total = len(todo) + len(self.outcomes)
-        self._loop(todo, plan, [models.with_detector(detector) for detector in detectors])
-        for actor in [*detectors, classifier]:
-            ray.kill(actor)
+            pass
+        finally:
+            for actor in [*detectors, classifier]:
+                ray.kill(actor)
         with contextlib.suppress(OSError):
             (self.out / STAGING).rmdir()  # empty unless a video failed to clean up
         self._write_job_json(time.monotonic() - started)
@@ -183,7 +193,7 @@ class BatchJob:
 
     def _select(self, inputs: list[tuple[Path, Path]]) -> deque:
         """Videos to process: not already complete (unless --force), each content once."""
-        todo, seen = deque(), {}
+        todo, seen, candidates = deque(), {}, []
         for path, relative in inputs:
             try:
                 identity = video_id(path)
@@ -194,6 +204,10 @@ class BatchJob:
                 self.outcomes.append(VideoOutcome(str(path), identity, SKIPPED, error=f"same content as {seen[identity]}"))
                 continue
             seen[identity] = path
+            candidates.append(_Video(path, Path(relative), identity))
+        _name_annotated_videos(candidates)
+        for video in candidates:
+            path, identity = video.path, video.video_id
             manifest = self._read_manifest(identity)
             if not self.spec.force and is_complete(manifest, self.fingerprint, annotate=self.options.annotate,
                                                    exists=self._exists):
@@ -202,7 +216,7 @@ class BatchJob:
                                                   counts.get("faces", 0), manifest.get("dominant_emotion"),
                                                   error="already complete"))
                 continue
-            todo.append(_Video(path, relative, identity))
+            todo.append(video)
         return todo
 
     def _loop(self, todo: deque, plan: ClusterPlan, models: list[ActorModels]) -> None:
@@ -268,7 +282,10 @@ class BatchJob:
         video.segments = deque(segments)
         metadata = {"video_path": str(video.path), "fingerprint": self.fingerprint, "labels": self.labels,
                     "options": self.options.to_dict(), **self.model_ids}
-        video.writer = VideoResultsWriter(self.out, video.video_id, str(video.path), self.labels, metadata)
+        video.writer = VideoResultsWriter(self.out, video.video_id, str(video.path), self.labels, metadata,
+                                          smoothing_seconds=self.options.smoothing_seconds,
+                                          min_episode_seconds=self.options.min_episode_seconds)
+        video.tracker = FaceTracker(frame_rate=_processed_fps(info, self.options.fps))
         return True
 
     def _take_segment(self, video: _Video) -> None:
@@ -278,7 +295,11 @@ class BatchJob:
         except (EmorayError, ray.exceptions.RayError) as error:
             self._fail(video, error)
             return
-        video.writer.write(video.tracker.update_with_faces(result))
+        try:
+            video.writer.write(video.tracker.update_with_faces(result))
+        except Exception as error:  # noqa: BLE001  (a full disk, a tracker fault: this video fails, not the job)
+            self._fail(video, error)
+            return
         if result.num_frames:
             video.last_pts = float(result.pts_time[-1])
         self.frames_done += result.num_frames
@@ -310,12 +331,16 @@ class BatchJob:
         if error:
             self._fail(video, EmorayError(error))
             return None
-        staged_faces = video.writer.close()[FACES]
+        try:
+            staged_faces = video.writer.close()[FACES]
+        except Exception as error:  # noqa: BLE001  (as in _take_segment: this video fails, not the job)
+            self._fail(video, error)
+            return None
         if not self.options.annotate:
             self._record(video)
             return None
         video.shared_faces = self.store.share(staged_faces) if self.store else str(staged_faces)
-        destination = self._final(_annotated_path(self.out, video.relative))
+        destination = self._final(_annotated_path(self.out, video))
         video.annotate_ref = annotate.options(num_cpus=self.plan.segment_cpus).remote(
             str(video.path), destination, video.shared_faces, self.options.fps, self.labels)
         return video.annotate_ref
@@ -336,7 +361,7 @@ class BatchJob:
             video.outputs = {name: self.store.publish(path) for name, path in video.outputs.items()}
             if video.shared_faces:
                 storage.delete(video.shared_faces)
-        annotated = self._final(_annotated_path(self.out, video.relative))
+        annotated = self._final(_annotated_path(self.out, video))
         if self.options.annotate and self._exists(annotated):
             video.outputs["annotated"] = annotated
         outcome = VideoOutcome(str(video.path), video.video_id, COMPLETE, writer.frames_written, writer.faces_written,
@@ -345,6 +370,7 @@ class BatchJob:
         self._write_json(manifest_path(self.out, video.video_id), {
             "video_id": video.video_id, "path": str(video.path), "relative_path": str(video.relative),
             "status": COMPLETE, "error": None, "fingerprint": self.fingerprint, "models": self.model_ids,
+            "labels": self.labels,
             "options": self.options.to_dict(), "probe": vars(video.info) if video.info else None,
             "counts": {"frames": writer.frames_written, "faces": writer.faces_written},
             "dominant_emotion": writer.dominant_emotion, "outputs": video.outputs,
@@ -402,7 +428,7 @@ class BatchJob:
     def _unpublish(self, video_id: str) -> None:
         if not self.store:
             return remove_published(self.out, video_id)
-        for table in (FACES, FRAMES):
+        for table in TABLES:
             storage.delete(self._final(partition_dir(self.out, table, video_id) / PART_NAME))
 
     def _read_manifest(self, video_id: str) -> dict | None:
@@ -415,6 +441,12 @@ class BatchJob:
             self.store.write_json(path, payload)
         else:
             write_json_atomic(path, payload)
+
+
+def _processed_fps(info: VideoInfo, sample_fps: float | None) -> float:
+    """Frames per second the tracker sees: the video's rate, or the sampling rate when lower."""
+    rate = info.fps or 30.0
+    return min(rate, sample_fps) if sample_fps else rate
 
 
 def _no_inputs_message(spec: JobSpec) -> str:

@@ -13,7 +13,8 @@ from models import registry
 from models.errors import EmorayError
 
 EXIT_OK, EXIT_FAILED = 0, 1
-MODEL_OPTION_NAMES = ("detector", "emotion_model", "det_size", "min_face", "score_threshold", "batch_size", "device")
+MODEL_OPTION_NAMES = ("detector", "emotion_model", "det_size", "min_face", "score_threshold", "batch_size", "device",
+                      "smoothing_seconds", "min_episode_seconds")
 
 
 def exits_on_error(function: Callable) -> Callable:
@@ -55,8 +56,8 @@ class DetectorSize(click.ParamType):
 
 
 def model_options(function: Callable) -> Callable:
-    """The model and detection options of ``run`` and ``live``, passed on as one ``model_options`` dict
-    (the fields of ``jobs.spec.ModelOptions``)."""
+    """The model, detection and smoothing options of ``run`` and ``live``, passed on as one
+    ``model_options`` dict (the fields of ``jobs.spec.ModelOptions``)."""
     options = [
         click.option("--detector", default=registry.DEFAULT_DETECTOR, show_default=True,
                      help="Detector weights: a name, a checkpoint path or a URL."),
@@ -72,6 +73,10 @@ def model_options(function: Callable) -> Callable:
                      help="Frames per detector call."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the models run."),
+        click.option("--smoothing-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Time constant of each track's moving average of emotions (0: none)."),
+        click.option("--min-episode", "min_episode_seconds", type=click.FloatRange(min=0), default=0.5,
+                     show_default=True, help="Shortest stretch of one smoothed emotion that counts as an episode, seconds."),
     ]
 
     @functools.wraps(function)

@@ -81,6 +81,8 @@ class Models(Protocol):
 
     def model_ids(self) -> dict[str, str]: ...
 
+    def close(self) -> None: ...
+
 
 class LocalModels:
     """The detector and classifier in this process; ``detect`` computes at once."""
@@ -100,6 +102,9 @@ class LocalModels:
 
     def model_ids(self) -> dict[str, str]:
         return {"detector": self.detector.model_id, "emotion_model": self.classifier.model_id}
+
+    def close(self) -> None:
+        """Nothing to release: the weights go with this object."""
 
 
 class ActorModels:
@@ -133,6 +138,11 @@ class ActorModels:
 
     def model_ids(self) -> dict[str, str]:
         return {"detector": self.detector_info["model_id"], "emotion_model": self.classifier_info["model_id"]}
+
+    def close(self) -> None:
+        """End the actors (they hold CPUs or a GPU share until then)."""
+        for actor in (self.detector, self.classifier):
+            ray.kill(actor)
 
 
 def start_actors(options: ModelOptions, plan: ClusterPlan, *, detectors: int | None = None) -> tuple[list, ray.actor.ActorHandle]:

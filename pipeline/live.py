@@ -2,13 +2,14 @@
 
 One frame at a time, for latency rather than throughput: the reader hands over its newest frame (a
 file without ``--realtime``: every frame, in order), the face step finds and classifies its faces, the
-tracker numbers them, and every sink gets the result with its capture time and capture-to-result
+tracker numbers them, a causal moving average smooths each track's emotions, and every sink gets the result with its capture time and capture-to-result
 latency. The models run in this process by default, or as Ray actors (the very classes batch mode
 uses) when a cluster address is given.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -28,9 +29,13 @@ from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
 from pipeline.sinks.live_parquet import RollingPartsWriter
 from pipeline.sources.file import VideoInfo
 from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceOptions, live_info
-from pipeline.track import IoUTracker
+from pipeline.timeline import CausalSmoother
+from pipeline.track import FaceTracker
+
+log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 100_000  # latency percentiles are over at most this many recent frames
+LIVE_FRAME_RATE = 25.0  # what the tracker assumes of a camera (its lost-track buffer is in frames)
 
 
 @dataclass
@@ -72,7 +77,8 @@ class LiveSession:
                  keep_frames: bool = False) -> None:
         self.reader, self.models, self.sinks, self.options = reader, models, sinks, options
         self.keep_frames = keep_frames
-        self.tracker = IoUTracker()
+        self.tracker = FaceTracker(frame_rate=reader.fps or LIVE_FRAME_RATE)  # a file's own rate, as batch mode
+        self.smoother = CausalSmoother(options.smoothing_seconds)
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.max_latency = 0.0
         self.stats = LiveStats(reader.name)
@@ -86,9 +92,12 @@ class LiveSession:
         self.models.classify(np.zeros((1, spec.input_size, spec.input_size) + ((3,) if spec.channels == 3 else ()), np.uint8))
 
     def process(self, frame: LiveFrame) -> FaceBatch:
-        """The tracked faces of one frame, with its capture time and latency."""
+        """The tracked faces of one frame, smoothed over their tracks so far, with its capture time and latency."""
         step = self._face_step(live_info(frame, self.reader))
         batch = self.tracker.update_with_faces(step([frame.decoded]))
+        # a file's clock is its timestamps (a replay smooths as the recording ran); a camera's is when frames arrive
+        clock = frame.capture_time if self.reader.stream else frame.decoded.pts_time
+        batch.smoothed = self.smoother.update(batch.track_id, clock, batch.probabilities)
         latency_ms = (time.time() - frame.capture_time) * 1000.0
         batch.capture_time = np.array([frame.capture_time], np.float64)
         batch.latency_ms = np.array([latency_ms], np.float32)
@@ -103,9 +112,11 @@ class LiveSession:
             if remaining is not None and remaining <= 0:
                 break
             frame = self.reader.take(timeout=min(0.5, remaining) if remaining is not None else 0.5)
-            if frame is None:
-                if self.reader.ended:
+            if frame is None and self.reader.ended:
+                frame = self.reader.take(timeout=0)  # the last frame may have come with the end
+                if frame is None:
                     break
+            if frame is None:
                 continue
             batch = self.process(frame)
             self._record(batch)
@@ -128,10 +139,16 @@ class LiveSession:
         if self._closed:
             return
         self._closed = True
-        self.reader.close()
-        for sink in self.sinks:
-            sink.close()
-        self._finish()
+        try:
+            self.reader.close()
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception as error:  # noqa: BLE001  (e.g. a closed pipe: the other sinks still close)
+                    log.warning("%s: %s", type(sink).__name__, error)
+        finally:
+            self.models.close()
+            self._finish()
 
     def _face_step(self, info: VideoInfo) -> FaceStep:
         step = self._step
@@ -179,7 +196,8 @@ def open_session(source: str, out: Path | None, options: ModelOptions, *,
     sinks: list[LiveSink] = []
     if out is not None:
         metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": reader.name}
-        sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds))
+        sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
+                                        min_episode_seconds=options.min_episode_seconds))
     if jsonl:
         sinks.append(JsonLinesSink(models.labels, reader.name, jsonl_stream))
     server = None

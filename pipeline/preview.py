@@ -1,4 +1,4 @@
-"""``emoray live --serve``: a small web page with the live annotated picture (MJPEG) and each face's emotion.
+"""``emoray live --serve``: a small web page with the live annotated picture (MJPEG) and each track's smoothed emotion.
 
 Standard library HTTP server in background threads. The processing loop only hands over the newest
 frame and its faces; drawing and JPEG encoding happen in the server threads, once per frame however
@@ -55,7 +55,8 @@ async function refresh() {{
     list.replaceChildren(...state.faces.map(face => {{
       const item = document.createElement("li");
       item.className = "face";
-      item.textContent = "#" + face.track_id + " " + face.emotion + " " + face.emotion_score.toFixed(2);
+      const emotion = face.smoothed_emotion || face.emotion, score = face.smoothed_score ?? face.emotion_score;
+      item.textContent = "#" + face.track_id + " " + emotion + " " + score.toFixed(2) + " (now " + face.emotion + ")";
       return item;
     }}));
     document.getElementById("status").textContent =
@@ -121,8 +122,9 @@ class PreviewServer:
 
     def _page(self) -> bytes:
         """The page with the current faces already listed (the script keeps the list fresh)."""
-        items = "".join(f'<li class="face">#{_escape(face["track_id"])} {_escape(face["emotion"])} '
-                        f'{_escape(format(face["emotion_score"], ".2f"))}</li>' for face in self._state()["faces"])
+        items = "".join(f'<li class="face">#{_escape(face["track_id"])} {_escape(face.get("smoothed_emotion", face["emotion"]))} '
+                        f'{_escape(format(face.get("smoothed_score", face["emotion_score"]), ".2f"))} '
+                        f'(now {_escape(face["emotion"])})</li>' for face in self._state()["faces"])
         return PAGE.format(title=_escape(self._title), faces=items, data=script_json({"title": self._title})).encode()
 
     def _state(self) -> dict:

@@ -1,4 +1,4 @@
-"""``emoray query``: SQL over a job's outputs with DuckDB: views ``faces``, ``frames`` and ``videos``."""
+"""``emoray query``: SQL over a job's outputs with DuckDB: views ``faces``, ``frames``, ``tracks``, ``episodes`` and ``videos``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from models.errors import EmorayError
-from pipeline.sinks.parquet import FACES, FRAMES
+from pipeline.sinks.parquet import FACES, FRAMES, TABLES
 
 VIDEOS_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("path", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -52,7 +52,7 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     videos = videos_table(out)
     found = len(videos) > 0
     connection.register("videos", videos)
-    for table in (FACES, FRAMES):
+    for table in TABLES:
         files = sorted((out / table).glob("video_id=*/*.parquet"))
         if not files:
             continue
@@ -68,7 +68,7 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def query(out: str | Path, sql: str) -> duckdb.DuckDBPyRelation:
-    """Run ``sql`` against OUT's ``faces``, ``frames`` and ``videos`` views."""
+    """Run ``sql`` against OUT's views: ``faces``, ``frames``, ``tracks``, ``episodes`` and ``videos``."""
     try:
         return connect(out).sql(sql)
     except duckdb.Error as error:

@@ -30,6 +30,7 @@ class FaceBatch:
         landmarks: (n, 5, 2) float32 (x, y) of right eye, left eye, nose, right and left mouth corner.
         probabilities: (n, k) float32 emotion probabilities, columns in the classifier's label order.
         track_id: (n,) int64 track of each face, None until the tracker stage has run.
+        smoothed: (n, k) float32 each face's probabilities smoothed over its track (live mode), else None.
         capture_time: (m,) float64 seconds since the epoch when each frame was decoded (live), else None.
         latency_ms: (m,) float32 capture to result, milliseconds (live), else None.
         images: (m, h, w, 3) uint8 RGB frames at the detector input size, when kept for a preview, else None.
@@ -44,6 +45,7 @@ class FaceBatch:
     landmarks: np.ndarray
     probabilities: np.ndarray
     track_id: np.ndarray | None = None
+    smoothed: np.ndarray | None = None
     capture_time: np.ndarray | None = None
     latency_ms: np.ndarray | None = None
     images: np.ndarray | None = field(default=None, repr=False)
@@ -56,10 +58,10 @@ class FaceBatch:
         check_shape("det_score", self.det_score, (n,))
         check_shape("landmarks", self.landmarks, (n, 5, 2))
         check_shape("probabilities", self.probabilities, (n, None))
-        for name, value in (("track_id", self.track_id), ("capture_time", self.capture_time),
-                            ("latency_ms", self.latency_ms)):
+        for name, value, shape in (("track_id", self.track_id, (n,)), ("smoothed", self.smoothed, (n, None)),
+                                   ("capture_time", self.capture_time, (m,)), ("latency_ms", self.latency_ms, (m,))):
             if value is not None:
-                check_shape(name, value, (n,) if name == "track_id" else (m,))
+                check_shape(name, value, shape)
 
     def __len__(self) -> int:
         """The number of faces."""
@@ -92,7 +94,7 @@ class FaceBatch:
         if not parts:
             return cls.empty(num_labels)
         arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _FRAME_ARRAYS + _FACE_ARRAYS}
-        for name in ("track_id", "capture_time", "latency_ms"):
+        for name in ("track_id", "smoothed", "capture_time", "latency_ms"):
             if all(getattr(p, name) is not None for p in parts):
                 arrays[name] = np.concatenate([getattr(p, name) for p in parts])
         return cls(**arrays)

@@ -26,6 +26,8 @@ def face_records(batch: FaceBatch, labels: list[str]) -> list[dict]:
     return [{"face_index": i, "track_id": int(batch.track_id[i]), "box": [round(float(v), 1) for v in batch.xyxy[i]],
              "det_score": round(float(batch.det_score[i]), 4), "emotion": labels[int(best[i])],
              "emotion_score": round(float(batch.probabilities[i, best[i]]), 4),
+             **({"smoothed_emotion": labels[int(batch.smoothed[i].argmax())],
+                 "smoothed_score": round(float(batch.smoothed[i].max()), 4)} if batch.smoothed is not None else {}),
              "probabilities": {label: round(float(p), 4) for label, p in zip(labels, batch.probabilities[i])}}
             for i in range(len(batch))]
 

@@ -3,14 +3,15 @@
 ``OUT/faces/video_id=<stream id>/part-<UTC start>-<n>.parquet`` and the same under ``frames/``: the
 batch schema (so ``emoray query``, DuckDB and pandas read live and batch output alike) with two more
 columns, ``capture_time`` (UTC timestamp) and ``latency_ms`` (capture to result). Each part is
-written under a temporary name and renamed, so a crash loses at most the part being filled.
+written under a temporary name and renamed, so a crash loses at most the part being filled. With each
+part, this session's ``tracks`` and ``episodes`` (``OUT/tracks/video_id=<stream id>/session-<UTC
+start>.parquet``) are computed again from all its faces rows, so they stay current as parts roll.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,8 @@ import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
 from pipeline.results import FaceBatch
-from pipeline.sinks.parquet import FACES, FRAMES, faces_schema, frames_schema, partition_dir, result_columns
+from pipeline import timeline
+from pipeline.sinks.parquet import EPISODES, FACES, FRAMES, TRACKS, faces_schema, frames_schema, partition_dir, result_columns
 
 CAPTURE_TIME, LATENCY_MS = "capture_time", "latency_ms"
 _LIVE_FIELDS = [pa.field(CAPTURE_TIME, pa.timestamp("us", tz="UTC")), pa.field(LATENCY_MS, pa.float32())]
@@ -40,13 +42,16 @@ class RollingPartsWriter:
     """
 
     def __init__(self, out: Path, source_name: str, labels: list[str], metadata: dict[str, object],
-                 roll_seconds: float = 10.0) -> None:
+                 roll_seconds: float = 10.0, *, min_episode_seconds: float = 0.5) -> None:
         self.source_name, self.labels, self.roll_seconds = source_name, list(labels), roll_seconds
         self.video_id = stream_id(source_name)
         encoded = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
         self._schemas = {FACES: _with_live_fields(faces_schema(self.labels, encoded)),
                          FRAMES: _with_live_fields(frames_schema(encoded))}
-        self._dirs = {table: partition_dir(Path(out), table, self.video_id) for table in (FACES, FRAMES)}
+        self.min_episode_seconds = min_episode_seconds
+        self._metadata = encoded
+        self._session = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        self._dirs = {table: partition_dir(Path(out), table, self.video_id) for table in (FACES, FRAMES, TRACKS, EPISODES)}
         for directory in self._dirs.values():
             directory.mkdir(parents=True, exist_ok=True)
         self._buffer: list[FaceBatch] = []
@@ -79,11 +84,24 @@ class RollingPartsWriter:
             columns = columns | {CAPTURE_TIME: pa.array((capture_times * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
                                  LATENCY_MS: latencies}
             target = self._dirs[table] / name
-            temporary = target.with_name(f".{name}.{os.getpid()}.tmp")
+            temporary = target.with_name(f".{name}.tmp")
             pq.write_table(pa.table(columns, schema=self._schemas[table]), temporary)
             move_into_place(temporary, target)
             self.paths.append(str(target))
         self.parts_written += 1
+        self._write_timeline()
+
+    def _write_timeline(self) -> None:
+        """This session's ``tracks`` and ``episodes`` from all its faces parts so far (one file each, replaced)."""
+        faces_parts = [path for path in self.paths if Path(path).parent == self._dirs[FACES]]
+        columns = timeline.FACES_COLUMNS + [f"p_{label}" for label in self.labels]
+        faces = pa.concat_tables([pq.read_table(path, columns=columns) for path in faces_parts])
+        for table, rows in ((TRACKS, timeline.tracks_table(faces, self.labels)),
+                            (EPISODES, timeline.episodes_table(faces, self.labels, self.min_episode_seconds))):
+            target = self._dirs[table] / f"session-{self._session}.parquet"
+            temporary = target.with_name(f".{target.name}.tmp")
+            pq.write_table(rows.replace_schema_metadata(self._metadata), temporary)
+            move_into_place(temporary, target)
 
     def close(self) -> None:
         self.flush()

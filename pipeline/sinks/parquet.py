@@ -1,9 +1,9 @@
-"""The ``faces`` and ``frames`` Parquet datasets: the output contract analytics users rely on.
+"""The ``faces``, ``frames``, ``tracks`` and ``episodes`` Parquet datasets: the output contract analytics users rely on.
 
-Layout: ``OUT/faces/video_id=<id>/part-0.parquet`` and ``OUT/frames/video_id=<id>/part-0.parquet``
-(hive partitions: ``video_id`` comes from the folder name, so DuckDB, Polars, pandas and Spark read
-each folder as one table). Model ids and options are in each file's key-value metadata. Files are
-written in the hidden ``OUT/.staging/`` and moved into place when their video completes.
+Layout: ``OUT/<table>/video_id=<id>/part-0.parquet`` (hive partitions: ``video_id`` comes from the
+folder name, so DuckDB, Polars, pandas and Spark read each folder as one table). Model ids and
+options are in each file's key-value metadata. Files are written in the hidden ``OUT/.staging/`` and
+moved into place when their video completes.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
+from pipeline import timeline
 from pipeline.results import FaceBatch
+from pipeline.timeline import smooth_tracks
 
-FACES, FRAMES = "faces", "frames"
+FACES, FRAMES, TRACKS, EPISODES = "faces", "frames", "tracks", "episodes"
+TABLES = (FACES, FRAMES, TRACKS, EPISODES)
 PART_NAME = "part-0.parquet"
 STAGING = ".staging"
 VIDEO_PATH, FRAME_INDEX, PTS_TIME = "video_path", "frame_index", "pts_time"
@@ -28,13 +31,15 @@ FACE_INDEX, TRACK_ID = "face_index", "track_id"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 DET_SCORE, LANDMARKS, EMOTION, EMOTION_SCORE = "det_score", "landmarks", "emotion", "emotion_score"
 NUM_FACES = "num_faces"
+SMOOTHED_EMOTION, SMOOTHED_SCORE = "smoothed_emotion", "smoothed_score"
 
 
 def probability_column(label: str) -> str:
     return f"p_{label}"
 
 
-def faces_schema(labels: list[str], metadata: dict[str, str]) -> pa.Schema:
+def faces_schema(labels: list[str], metadata: dict[str, str], *, smoothed: bool = True) -> pa.Schema:
+    """The faces table; ``smoothed=False`` leaves out the smoothed columns (batch mode adds them when a video ends)."""
     fields = [
         pa.field(VIDEO_PATH, pa.string()), pa.field(FRAME_INDEX, pa.int64()), pa.field(PTS_TIME, pa.float64()),
         pa.field(FACE_INDEX, pa.int32()), pa.field(TRACK_ID, pa.int64()),
@@ -43,7 +48,16 @@ def faces_schema(labels: list[str], metadata: dict[str, str]) -> pa.Schema:
         pa.field(EMOTION, pa.string()), pa.field(EMOTION_SCORE, pa.float32()),
         *[pa.field(probability_column(label), pa.float32()) for label in labels],
     ]
+    if smoothed:
+        fields += [pa.field(SMOOTHED_EMOTION, pa.string()), pa.field(SMOOTHED_SCORE, pa.float32())]
     return pa.schema(fields, metadata=metadata)
+
+
+def smoothed_columns(smoothed: np.ndarray, labels: list[str]) -> dict:
+    """``smoothed_emotion`` and ``smoothed_score`` of (n, k) smoothed probabilities."""
+    best = smoothed.argmax(axis=1) if len(smoothed) else np.zeros(0, np.int64)
+    return {SMOOTHED_EMOTION: pa.array(np.array(labels, dtype=object)[best] if len(best) else [], pa.string()),
+            SMOOTHED_SCORE: smoothed.max(axis=1) if len(smoothed) else np.zeros(0, np.float32)}
 
 
 def frames_schema(metadata: dict[str, str]) -> pa.Schema:
@@ -75,6 +89,7 @@ def result_columns(batch: FaceBatch, labels: list[str], video_path: str) -> tupl
         EMOTION: pa.array(np.array(labels, dtype=object)[best] if n else [], pa.string()),
         EMOTION_SCORE: batch.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
         **{probability_column(label): batch.probabilities[:, i] for i, label in enumerate(labels)},
+        **(smoothed_columns(batch.smoothed, labels) if batch.smoothed is not None else {}),
     }
     frames = {
         VIDEO_PATH: pa.array([video_path] * batch.num_frames, pa.string()),
@@ -90,7 +105,7 @@ def staging_dir(out: Path, video_id: str) -> Path:
 
 def remove_published(out: Path, video_id: str) -> None:
     """Delete a video's published parts (a failed rerun must not leave older rows visible)."""
-    for table in (FACES, FRAMES):
+    for table in TABLES:
         folder = partition_dir(out, table, video_id)
         (folder / PART_NAME).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -98,25 +113,30 @@ def remove_published(out: Path, video_id: str) -> None:
 
 
 class VideoResultsWriter:
-    """Streams one video's segment results, in order, into its ``faces`` and ``frames`` files.
+    """Streams one video's tracked batches, in order, into its tables; smooths and summarizes at the end.
 
     Follows write/close/publish (or abort): the files are written in ``OUT/.staging/<video_id>/``
     and appear in their partitions only on ``publish()``, just before the manifest, so a reader of
-    ``faces/`` never sees rows of a video that is half done, failed or killed. It only writes: the
-    batches come tracked (``IoUTracker.update_with_faces``).
+    ``faces/`` never sees rows of a video that is half done, failed or killed. ``close()`` smooths each
+    track's emotions forward and backward (``pipeline.timeline``), adds them to the faces, and writes
+    the ``tracks`` and ``episodes`` tables computed from those faces rows.
     """
 
-    def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object]) -> None:
+    def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object], *,
+                 smoothing_seconds: float, min_episode_seconds: float) -> None:
         self.video_path, self.labels = video_path, list(labels)
-        encoded = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
-        self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in (FACES, FRAMES)}
+        self.smoothing_seconds, self.min_episode_seconds = smoothing_seconds, min_episode_seconds
+        self._metadata = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value)
+                          for key, value in metadata.items()}
+        self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in TABLES}
         self._staging = staging_dir(out, video_id)
         shutil.rmtree(self._staging, ignore_errors=True)  # left by a run that was killed
         self._staging.mkdir(parents=True)
-        self.staged = {table: self._staging / f"{table}.parquet" for table in (FACES, FRAMES)}
+        self.staged = {table: self._staging / f"{table}.parquet" for table in TABLES}
+        self._raw_faces = self._staging / "faces-unsmoothed.parquet"
         self._writers = {
-            FACES: pq.ParquetWriter(self.staged[FACES], faces_schema(self.labels, encoded)),
-            FRAMES: pq.ParquetWriter(self.staged[FRAMES], frames_schema(encoded)),
+            FACES: pq.ParquetWriter(self._raw_faces, faces_schema(self.labels, self._metadata, smoothed=False)),
+            FRAMES: pq.ParquetWriter(self.staged[FRAMES], frames_schema(self._metadata)),
         }
         self.frames_written = self.faces_written = 0
         self.emotion_counts = np.zeros(len(self.labels), np.int64)
@@ -132,10 +152,34 @@ class VideoResultsWriter:
             self.emotion_counts += np.bincount(batch.probabilities.argmax(axis=1), minlength=len(self.labels))
 
     def close(self) -> dict[str, Path]:
-        """Finish the files, still staged (the annotated video is drawn from them); returns their paths."""
+        """Finish the tables, still staged (the annotated video is drawn from them); returns their paths."""
         for writer in self._writers.values():
             writer.close()
+        with pq.ParquetFile(self._raw_faces) as raw:
+            self._add_smoothed_emotions(raw)
+        self._raw_faces.unlink()
+        faces = pq.read_table(self.staged[FACES], columns=timeline.FACES_COLUMNS + list(map(probability_column, self.labels)))
+        for table, rows in ((TRACKS, timeline.tracks_table(faces, self.labels)),
+                            (EPISODES, timeline.episodes_table(faces, self.labels, self.min_episode_seconds))):
+            pq.write_table(rows.replace_schema_metadata(self._metadata), self.staged[table])
         return dict(self.staged)
+
+    def _add_smoothed_emotions(self, raw: pq.ParquetFile) -> None:
+        """The final faces file: the rows of ``raw`` with each track's emotions smoothed both ways."""
+        columns = raw.read(columns=[TRACK_ID, PTS_TIME, *map(probability_column, self.labels)])
+        probabilities = np.stack([columns.column(probability_column(label)).to_numpy() for label in self.labels], axis=1)
+        smoothed = smooth_tracks(columns.column(TRACK_ID).to_numpy(), columns.column(PTS_TIME).to_numpy(),
+                                 probabilities.reshape(-1, len(self.labels)), self.smoothing_seconds)
+        extra = pa.table(smoothed_columns(smoothed, self.labels))
+        schema = faces_schema(self.labels, self._metadata)
+        with pq.ParquetWriter(self.staged[FACES], schema) as writer:
+            offset = 0
+            for batch in raw.iter_batches(batch_size=1 << 16):  # streamed: the rows are not all held at once
+                rows = pa.Table.from_batches([batch])
+                for name in (SMOOTHED_EMOTION, SMOOTHED_SCORE):
+                    rows = rows.append_column(name, extra.column(name).slice(offset, batch.num_rows))
+                writer.write_table(rows.cast(schema))
+                offset += batch.num_rows
 
     def publish(self) -> dict[str, str]:
         """Move the closed files into their partitions; returns the final paths."""

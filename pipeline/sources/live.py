@@ -83,7 +83,9 @@ class LiveReader:
         self.stream = is_stream(source)
         if not self.stream and not Path(source).exists():
             raise LiveSourceError(f"{source}: no such file, and not a stream URL ({', '.join(sorted(STREAM_SCHEMES))})")
-        self.rotation = 0 if self.stream else probe(source).rotation
+        info = None if self.stream else probe(source)
+        self.rotation = info.rotation if info else 0
+        self.fps = info.fps if info else None  # a stream's rate is not known up front
         self.every_frame = not self.stream and not options.realtime
         self.received = self.dropped = self.reconnects = 0
         self.error: LiveSourceError | None = None
@@ -160,6 +162,15 @@ class LiveReader:
             pts_time = float(frame.time) if frame.time is not None else 0.0
             self._publish(DecodedFrame(self.received, pts_time, frame))
 
+    def _run(self) -> None:
+        error: LiveSourceError | None = LiveSourceError(f"{self.name}: the reader stopped unexpectedly")
+        try:  # whatever happens, the consumer learns that the source ended, and why
+            error = self._follow_stream() if self.stream else self._read_file()
+        except VideoError as failure:
+            error = LiveSourceError(str(failure))
+        finally:
+            self._finish(error)
+
     def _read_file(self) -> None:
         """Decode a file from its start (paced at its frame rate when ``realtime``)."""
         frames = iter_frames(self.source)
@@ -170,18 +181,14 @@ class LiveReader:
                     started = started if started is not None else time.monotonic() - decoded.pts_time
                     self._stopping.wait(max(0.0, started + decoded.pts_time - time.monotonic()))
                 if self._stopping.is_set():
-                    return
+                    return None
                 self._publish(DecodedFrame(self.received, decoded.pts_time, decoded.frame))
         finally:
             frames.close()
+        return None
 
-    def _run(self) -> None:
-        if not self.stream:
-            try:
-                self._read_file()
-            except VideoError as error:
-                return self._finish(LiveSourceError(str(error)))
-            return self._finish(None)
+    def _follow_stream(self) -> LiveSourceError | None:
+        """Read the stream, reconnecting with backoff; the error it gave up with, or None when stopped."""
         failures, opened_before, last_error = 0, False, "no frames"
         while not self._stopping.is_set():
             try:
@@ -196,8 +203,7 @@ class LiveReader:
                         failures = 0
                     last_error = "the stream ended"
             except LiveSourceError as error:
-                self._finish(error)
-                return
+                return error
             except (av.error.FFmpegError, OSError, ValueError) as error:
                 last_error = str(error) or type(error).__name__
                 log.warning("%s: %s", self.name, last_error)
@@ -205,13 +211,11 @@ class LiveReader:
                 break
             failures += 1
             if failures > self.options.max_retries:
-                self._finish(LiveSourceError(
-                    f"{self.name}: gave up after {self.options.max_retries} retries: {last_error}"))
-                return
+                return LiveSourceError(f"{self.name}: gave up after {self.options.max_retries} retries: {last_error}")
             delay = min(self.options.backoff_max, self.options.backoff_initial * 2 ** (failures - 1))
             log.warning("%s: retry %d of %d in %.1f s", self.name, failures, self.options.max_retries, delay)
             self._stopping.wait(delay)
-        self._finish(None)
+        return None
 
     def _finish(self, error: LiveSourceError | None) -> None:
         with self._condition:

@@ -119,7 +119,7 @@ def test_the_store_uploads_whole_files_and_reads_manifests(tmp_path):
 def test_manifest_outputs_are_checked_where_they_are(tmp_path):
     (tmp_path / "f").write_text("")
     manifest = {"status": "complete", "fingerprint": "x",
-                "outputs": {"faces": f"file://{tmp_path}/f", "frames": f"file://{tmp_path}/f"}}
+                "outputs": {table: f"file://{tmp_path}/f" for table in ("faces", "frames", "tracks", "episodes")}}
     assert is_complete(manifest, "x", annotate=False, exists=storage.exists)
     manifest["outputs"]["frames"] = f"file://{tmp_path}/gone"
     assert not is_complete(manifest, "x", annotate=False, exists=storage.exists)

@@ -177,8 +177,8 @@ def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium
         assert picture.shape == (360, 640, 3)
         dom, screenshot = chromium(page, timeout=15)
     assert 'data-size="640x360"' in dom  # the MJPEG picture loaded in the browser
-    faces = re.findall(r'<li class="face">#(\d+) (\w+) ([\d.]+)</li>', dom)
-    assert faces and all(emotion in FER_LABELS for _, emotion, _ in faces)
+    faces = re.findall(r'<li class="face">#(\d+) (\w+) ([\d.]+) \(now (\w+)\)</li>', dom)  # smoothed, then raw
+    assert faces and all(smoothed in FER_LABELS and now in FER_LABELS for _, smoothed, _, now in faces)
     shot = cv2.imread(str(screenshot))
     assert shot[100:400, 20:660].std() > 20  # a real picture where the stream is, not an empty box
 
