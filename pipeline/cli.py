@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from jobs.spec import JobSpec, ModelOptions, RunOptions
+from jobs.storage import is_uri
 from models import registry
 from models.errors import EmorayError
 from pipeline.cli_options import (
@@ -95,9 +96,10 @@ def models_fetch(names: tuple[str, ...], force: bool) -> None:
 @click.option("--no-annotate", is_flag=True, help="Skip the annotated videos.")
 @click.option("--force", is_flag=True, help="Redo videos that are already complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--report", "with_report", is_flag=True, help="Also write OUT/report.html (see emoray report).")
 @address_option
 @exits_on_error
-def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_json, address):
+def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_json, with_report, address):
     """Find faces and their emotions in videos and images; write Parquet, annotated videos and manifests.
 
     PATHS are files or directories (searched recursively for videos and images; OUT and other emoray
@@ -120,6 +122,8 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     from pipeline.report import JobProgress, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
+    if with_report and is_uri(output):
+        raise click.BadParameter("the report is written on a local disk: run `emoray report` where OUT is", param_hint="--report")
     options = build_options(RunOptions, **model_options, fps=fps, annotate=not no_annotate)
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
@@ -137,9 +141,21 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     else:
         Console().print(summary_table(outcomes))
         click.echo(f"outputs in {output}; try: emoray query {output} \"SELECT emotion, count(*) AS n FROM faces GROUP BY 1 ORDER BY n DESC\"")
+    if with_report:
+        _write_report(output)
     if failed:
         click.echo(f"{len(failed)} of {len(outcomes)} inputs failed", err=True)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _write_report(output: str) -> None:
+    """``run --report``: the page, or a warning; the run's own outcome stands either way."""
+    from pipeline.html_report import write_report
+
+    try:
+        click.echo(f"report: {write_report(output)}", err=True)
+    except EmorayError as error:
+        click.echo(f"emoray: no report: {error}", err=True)
 
 
 def _host_port(value: str | None) -> tuple[str, int] | None:
@@ -272,6 +288,27 @@ def _format_table(table, output_format: str) -> str:
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
     return buffer.getvalue().decode()
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="The page to write (default: OUT/report.html).")
+@exits_on_error
+def report(output, out_file):
+    """Write one self-contained HTML page about a job's results: per video, per person.
+
+    An overview, one line per video, and per video (folded) each track's best face, its smoothed
+    emotions over time with the episodes marked, and the longest episodes. No script, nothing loaded
+    from the network: it opens anywhere, by mail too.
+
+    \b
+    Examples:
+      emoray report results/                 # results/report.html
+      emoray report results/ -o study.html
+    """
+    from pipeline.html_report import write_report
+
+    click.echo(str(write_report(output, out_file)))
 
 
 @main.command()

@@ -9,11 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import re
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import psutil
 import pyarrow.dataset as ds
@@ -213,7 +216,8 @@ def test_a_run_killed_half_way_then_rerun_equals_a_clean_run(job, tmp_path):
 
 
 def _rows(out: Path, table: str, video_id: str | None = None):
-    keys = ["frame_index"] + (["face_index"] if table == "faces" else [])
+    keys = {"faces": ["frame_index", "face_index"], "frames": ["frame_index"], "tracks": ["track_id"],
+            "episodes": ["track_id", "start_frame"]}[table]
     path = out / table / f"video_id={video_id}" if video_id else out / table
     rows = ds.dataset(path, partitioning="hive").to_table().to_pandas().sort_values(keys).reset_index(drop=True)
     return rows.drop(columns=[c for c in ("video_id", "video_path") if c in rows.columns])
@@ -248,3 +252,99 @@ def test_live_mode_replays_a_file_frame_by_frame_with_the_rows_of_emoray_run(job
     np.testing.assert_allclose(live[["x1", "y1", "x2", "y2"]], batch[["x1", "y1", "x2", "y2"]], atol=1e-2)
     probabilities = [c for c in batch.columns if c.startswith("p_")]
     np.testing.assert_allclose(live[probabilities], batch[probabilities], atol=1e-4)
+    # live smooths causally (the past only), and keeps its tracks and episodes tables as parts roll
+    assert live["smoothed_emotion"].notna().all() and len(_rows(tmp_path / "live", "tracks")) == 2
+    assert set(_rows(tmp_path / "live", "episodes")["track_id"]) <= {0, 1}
+
+
+def test_tracks_follow_each_person_and_smoothing_calms_the_labels(job):
+    out, _, videos = job
+    for name, people in (("WolfgangLanger_Pexels.mp4", 1), ("two_faces.mp4", 2)):
+        faces = _rows(out, "faces", videos[name]["video_id"])
+        assert faces["track_id"].nunique() == people, name
+        assert len(_rows(out, "tracks", videos[name]["video_id"])) == people
+        ordered = faces.sort_values(["track_id", "frame_index"])
+        same_track = ordered["track_id"].eq(ordered["track_id"].shift())
+        raw = (ordered["emotion"].ne(ordered["emotion"].shift()) & same_track).sum()
+        smooth = (ordered["smoothed_emotion"].ne(ordered["smoothed_emotion"].shift()) & same_track).sum()
+        assert raw > 0 and smooth * 3 <= raw, (name, raw, smooth)
+    episodes = _rows(out, "episodes", videos["WolfgangLanger_Pexels.mp4"]["video_id"])
+    laugh = episodes[episodes["emotion"] == "happy"]
+    assert laugh["end_time"].max() > 19 and laugh["duration_s"].max() > 5  # she laughs at the end
+
+
+def test_episodes_lie_inside_their_tracks_and_never_overlap(job):
+    out, _, _ = job
+    query = lambda sql: json.loads(CliRunner().invoke(main, ["query", str(out), sql, "--format", "json"]).output)
+    outside = query("SELECT count(*) AS n FROM episodes e JOIN tracks t USING (video_id, track_id) "
+                    "WHERE e.start_frame < t.first_frame OR e.end_frame > t.last_frame OR e.duration_s < 0.5")
+    overlapping = query("SELECT count(*) AS n FROM episodes a JOIN episodes b USING (video_id, track_id) "
+                        "WHERE a.start_frame < b.start_frame AND a.end_frame >= b.start_frame")
+    assert outside == [{"n": 0}] and overlapping == [{"n": 0}]
+    assert query("SELECT count(*) AS n FROM episodes")[0]["n"] >= 3
+    shares = query("SELECT max(abs(share_angry + share_disgust + share_fear + share_happy + share_sad "
+                   "+ share_surprise + share_neutral - 1)) AS err FROM tracks")
+    assert shares[0]["err"] < 1e-5
+
+
+@pytest.mark.parametrize("fps", [None, 5.0])
+def test_track_counts_are_the_people_in_the_clip_also_sampled(local_ray, tmp_path, fps):
+    clips = {"two_faces.mp4": 2, "three_faces_walking.mp4": 3, "WolfgangLanger_Pexels.mp4": 1}
+    if fps is None:
+        clips = {"three_faces_walking.mp4": 3}  # the others are in the module's job
+    args = [str(shared(f"videos/{name}")) for name in clips] + ["-o", str(tmp_path / "out"), "--no-annotate"]
+    exit_code, summary = _run(*args, *(["--fps", str(fps)] if fps else []))
+    assert exit_code == 0
+    rows = json.loads(CliRunner().invoke(main, [
+        "query", str(tmp_path / "out"), "SELECT regexp_extract(path, '[^/]+$') AS name, count(*) AS n "
+        "FROM tracks JOIN videos USING (video_id) GROUP BY 1", "--format", "json"]).output)
+    counts = {row["name"]: row["n"] for row in rows}
+    assert {name: int(n) for name, n in counts.items()} == clips
+
+
+# Chromium's own background services (clock, updates, sign-in): not requests of the page
+CHROMIUM_OWN_HOSTS = {"clients2.google.com", "redirector.gvt1.com", "accounts.google.com", "update.googleapis.com",
+                      "optimizationguide-pa.googleapis.com", "content-autofill.googleapis.com"}
+
+
+def test_the_report_shows_every_video_and_loads_nothing(job, chromium, tmp_path):
+    import http.server
+    import threading
+
+    out, _, videos = job
+    result = CliRunner().invoke(main, ["report", str(out), "-o", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "<script" not in page and "url(" not in page and "@import" not in page
+    references = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert references and all(ref.startswith(("data:image/", "#")) or "://" not in ref for ref in references)
+    requests = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):  # any request the page makes would come here
+        def do_GET(self):
+            host = urllib.parse.urlsplit(self.path if "://" in self.path else f"//{self.path}").hostname
+            if host not in CHROMIUM_OWN_HOSTS:
+                requests.append(self.path)
+            self.send_error(502)
+
+        do_CONNECT = do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        dom, png = chromium((tmp_path / "report.html").as_uri(), window_size=(1200, 2400), extra_args=(
+            f"--proxy-server=http://127.0.0.1:{proxy.server_address[1]}", "--proxy-bypass-list=<-loopback>",
+            "--enable-logging=stderr", "--v=0"))
+    finally:
+        proxy.shutdown()
+    assert requests == []
+    assert "CONSOLE" not in png.with_suffix(".log").read_text(errors="replace")
+    for name, video in videos.items():
+        if video["status"] == "complete":
+            assert name in dom, name
+    assert dom.count('class="timeline"') >= 4  # the complete videos with faces have their charts
+    picture = cv2.imread(str(png))
+    assert picture is not None and picture.std() > 20  # not blank

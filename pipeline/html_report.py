@@ -1,0 +1,236 @@
+"""``emoray report``: one self-contained HTML page a person would rather look at than read.
+
+For a job's output folder: an overview (videos, frames, faces, tracks, failures, the emotions of the
+whole job), then one line per video (an index that stays usable for hundreds of videos) whose folded
+details hold, per track, a thumbnail of its best face, a timeline of its smoothed emotions (stacked
+areas, episodes marked below) and its longest episodes, with a link to the annotated video. Charts are
+drawn by matplotlib into inline PNGs, thumbnails are cut from the source video by PyAV; the page has
+no script and loads nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import urllib.parse
+from pathlib import Path
+
+import av
+import cv2
+import matplotlib
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from jobs.files import move_into_place
+from models.errors import EmorayError
+from pipeline.timeline import smooth_tracks
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f2b701", "sad": "#1f77b4",
+          "surprise": "#17becf", "neutral": "#a0a0a0"}
+MAX_TRACKS = 8  # per video, the longest
+MAX_EPISODES = 10  # per video, the longest
+THUMBNAIL_PX = 96
+UNFOLDED_UP_TO = 5  # a job of more videos shows its details folded, so the index stays readable
+
+
+class ReportError(EmorayError, ValueError):
+    """The folder holds no emoray results to report on."""
+
+
+def _table(out: Path, name: str, video_id: str) -> pa.Table | None:
+    folder = out / name / f"video_id={video_id}"
+    files = sorted(folder.glob("*.parquet"))
+    return ds.dataset(files, format="parquet").to_table() if files else None
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _emotion_bar(counts: dict[str, float]) -> str:
+    """A horizontal bar of each emotion's share (HTML only)."""
+    total = sum(counts.values()) or 1.0
+    parts = "".join(f'<span style="width:{100 * value / total:.2f}%;background:{COLORS.get(label, "#ccc")}" '
+                    f'title="{html.escape(label)} {100 * value / total:.0f}%"></span>' for label, value in counts.items() if value)
+    return f'<div class="bar">{parts}</div>'
+
+
+def _timeline(faces: pa.Table, tracks: list[int], labels: list[str], tau: float, episodes: pa.Table | None) -> str:
+    """Stacked smoothed probabilities over time, one row of axes per track, episodes as bars beneath."""
+    track_id = faces.column("track_id").to_numpy()
+    times = faces.column("pts_time").to_numpy()
+    probabilities = np.stack([faces.column(f"p_{label}").to_numpy() for label in labels], axis=1)
+    smoothed = smooth_tracks(track_id, times, probabilities, tau)
+    figure, axes = plt.subplots(len(tracks), 1, figsize=(8, 1.25 * len(tracks)), squeeze=False, sharex=True)
+    span = (float(times.min()), float(times.max()) if times.max() > times.min() else float(times.min()) + 1)
+    for axis, track in zip(axes[:, 0], tracks):
+        rows = np.flatnonzero(track_id == track)
+        rows = rows[np.argsort(times[rows])]
+        axis.stackplot(times[rows], smoothed[rows].T, colors=[COLORS.get(label, "#ccc") for label in labels],
+                       labels=labels, linewidth=0)
+        if episodes is not None:
+            mine = episodes.filter(pc.equal(episodes.column("track_id"), track)).to_pylist()
+            for episode in mine:
+                axis.axvspan(episode["start_time"], episode["end_time"], ymin=-0.14, ymax=-0.04, clip_on=False,
+                             color=COLORS.get(episode["emotion"], "#ccc"))
+        axis.set_ylim(0, 1)
+        axis.set_xlim(*span)
+        axis.set_yticks([])
+        axis.set_ylabel(f"#{track}", rotation=0, ha="right", va="center")
+        for side in ("top", "right", "left"):
+            axis.spines[side].set_visible(False)
+    axes[-1, 0].set_xlabel("seconds")
+    return _png(figure)
+
+
+def _thumbnail(source: str, pts_time: float, box: tuple[float, float, float, float], rotation: int) -> str | None:
+    """The face at ``box`` in the frame of ``source`` shown at ``pts_time``, as a JPEG data URI (None if unreadable)."""
+    from pipeline.sources.file import iter_frames
+
+    if not os.path.exists(source):
+        return None
+    try:
+        frames = iter_frames(source, start_time=max(0.0, pts_time - 1e-3))
+        try:
+            frame = next(frames, None)
+        finally:
+            frames.close()
+    except (EmorayError, av.error.FFmpegError, OSError):
+        return None
+    if frame is None:
+        return None
+    image = frame.to_rgb(rotation)
+    x1, y1, x2, y2 = box
+    margin = 0.15 * max(x2 - x1, y2 - y1)
+    crop = image[max(0, int(y1 - margin)):int(y2 + margin), max(0, int(x1 - margin)):int(x2 + margin)]
+    if not crop.size:
+        return None
+    crop = cv2.resize(crop, (THUMBNAIL_PX, round(THUMBNAIL_PX * crop.shape[0] / crop.shape[1])))
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode() if ok else None
+
+
+def _video_section(out: Path, manifest: dict, destination: Path, *, unfolded: bool) -> tuple[str, str]:
+    """(the index row, the details, folded unless ``unfolded``) of one video."""
+    e = html.escape
+    video_id, path, status = manifest["video_id"], manifest.get("path", ""), manifest.get("status")
+    counts = manifest.get("counts") or {}
+    name = Path(path).name
+    faces, tracks, episodes = (_table(out, table, video_id) for table in ("faces", "tracks", "episodes"))
+    labels = (manifest.get("labels") or list(COLORS))
+    options = manifest.get("options") or {}
+    tau = float(options.get("smoothing_seconds", 1.0))
+    n_tracks = tracks.num_rows if tracks is not None else 0
+    share = {label: 0.0 for label in labels}
+    if tracks is not None and n_tracks:
+        frames_per_track = tracks.column("frames").to_numpy()
+        for label in labels:
+            share[label] = float((tracks.column(f"share_{label}").to_numpy() * frames_per_track).sum())
+    row = (f'<tr><td><a href="#v-{e(video_id)}">{e(name)}</a></td><td>{e(status or "")}</td>'
+           f'<td>{counts.get("frames", 0)}</td><td>{counts.get("faces", 0)}</td><td>{n_tracks}</td>'
+           f'<td>{e(manifest.get("dominant_emotion") or "-")}</td><td>{_emotion_bar(share)}</td></tr>')
+    body = [f'<details id="v-{e(video_id)}"{" open" if unfolded else ""}><summary><b>{e(name)}</b> · {e(status or "")} · '
+            f'{counts.get("frames", 0)} frames · {counts.get("faces", 0)} faces · {_plural(n_tracks, "track")} · '
+            f'mostly {e(manifest.get("dominant_emotion") or "-")}</summary>', f'<p class="path">{e(path)}</p>']
+    if manifest.get("error"):
+        body.append(f'<p class="error">{e(manifest["error"])}</p>')
+    annotated = (manifest.get("outputs") or {}).get("annotated")
+    if annotated and os.path.exists(annotated):
+        link = urllib.parse.quote(os.path.relpath(annotated, destination.parent))
+        body.append(f'<p><a href="{e(link)}">annotated video</a></p>')
+    if faces is not None and n_tracks:
+        longest = tracks.sort_by([("frames", "descending")]).slice(0, MAX_TRACKS)
+        rotation = int((manifest.get("probe") or {}).get("rotation") or 0)
+        cards = []
+        for track in longest.to_pylist():
+            best_rows = faces.filter(pc.equal(faces.column("frame_index"), track["best_frame"]))
+            pts = float(best_rows.column("pts_time")[0].as_py()) if best_rows.num_rows else track["start_time"]
+            thumb = _thumbnail(path, pts, (track["best_x1"], track["best_y1"], track["best_x2"], track["best_y2"]), rotation)
+            image = f'<img src="{thumb}" alt="track {track["track_id"]}">' if thumb else '<div class="noimg">no picture</div>'
+            cards.append(f'<figure class="card">{image}<figcaption>#{track["track_id"]} · '
+                         f'{e(track["dominant_emotion"])}<br>{track["start_time"]:.1f}–{track["end_time"]:.1f} s</figcaption></figure>')
+        body.append(f'<div class="cards">{"".join(cards)}</div>')
+        chart = _timeline(faces, [t["track_id"] for t in longest.to_pylist()], labels, tau, episodes)
+        body.append(f'<img class="timeline" src="{chart}" alt="emotions over time per track">')
+    if episodes is not None and episodes.num_rows:
+        top = episodes.sort_by([("duration_s", "descending")]).slice(0, MAX_EPISODES).to_pylist()
+        lines = "".join(f'<tr><td>#{ep["track_id"]}</td><td><span class="dot" style="background:{COLORS.get(ep["emotion"], "#ccc")}">'
+                        f'</span>{e(ep["emotion"])}</td><td>{ep["start_time"]:.1f}</td><td>{ep["end_time"]:.1f}</td>'
+                        f'<td>{ep["duration_s"]:.1f}</td><td>{ep["peak_score"]:.2f}</td></tr>' for ep in top)
+        body.append('<table class="episodes"><tr><th>track</th><th>emotion</th><th>from s</th><th>to s</th>'
+                    f'<th>seconds</th><th>peak</th></tr>{lines}</table>')
+    body.append("</details>")
+    return row, "\n".join(body)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
+h1 { margin-bottom: .2rem; } .overview { color: #555; }
+table { border-collapse: collapse; } td, th { padding: .2rem .6rem; text-align: left; border-bottom: 1px solid #eee; }
+.bar { display: flex; width: 160px; height: 12px; background: #eee; } .bar span { display: block; height: 100%; }
+details { margin: .6rem 0; padding: .4rem .6rem; border: 1px solid #ddd; border-radius: 6px; }
+summary { cursor: pointer; } .path { color: #777; font-size: .85rem; } .error { color: #b00; }
+.cards { display: flex; flex-wrap: wrap; gap: .6rem; } .card { margin: 0; text-align: center; font-size: .85rem; }
+.card img, .noimg { width: 96px; border-radius: 4px; } .noimg { height: 96px; background: #eee; line-height: 96px; }
+.timeline { max-width: 100%; } .dot { display: inline-block; width: .7rem; height: .7rem; border-radius: 50%; margin-right: .3rem; }
+.legend span { margin-right: .8rem; }
+"""
+
+
+def write_report(out: str | os.PathLike, destination: str | os.PathLike | None = None) -> Path:
+    """Write the report of output folder ``out`` (default ``OUT/report.html``); returns its path."""
+    out = Path(out)
+    destination = Path(destination) if destination else out / "report.html"
+    manifests = []
+    for path in sorted((out / "manifest").glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("video_id"):  # anything else is not emoray's
+            manifests.append(manifest)
+    if not manifests:
+        raise ReportError(f"{out}: no results to report on (no {out}/manifest/*.json)")
+    manifests.sort(key=lambda m: str(m.get("path", "")))
+    sections = [_video_section(out, manifest, destination, unfolded=len(manifests) <= UNFOLDED_UP_TO)
+                for manifest in manifests]
+    complete = [m for m in manifests if m.get("status") == "complete"]
+    failed = len(manifests) - len(complete)
+    frames = sum((m.get("counts") or {}).get("frames", 0) for m in complete)
+    faces = sum((m.get("counts") or {}).get("faces", 0) for m in complete)
+    legend = "".join(f'<span><span class="dot" style="background:{color}"></span>{label}</span>' for label, color in COLORS.items())
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>emoray report: {html.escape(str(out))}</title>
+<style>{STYLE}</style></head>
+<body><h1>emoray report</h1>
+<p class="overview">{html.escape(str(out))} · {_plural(len(manifests), "video")} ({len(complete)} complete, {failed} failed) ·
+{frames} frames · {faces} faces</p>
+<p class="legend">{legend}</p>
+<table class="index"><tr><th>video</th><th>status</th><th>frames</th><th>faces</th><th>tracks</th><th>mostly</th>
+<th>emotions (share of tracked time)</th></tr>
+{"".join(row for row, _ in sections)}
+</table>
+<h2>Videos</h2>
+{"".join(details for _, details in sections)}
+</body></html>
+"""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.tmp")
+    temporary.write_text(page)
+    move_into_place(temporary, destination)
+    return destination
