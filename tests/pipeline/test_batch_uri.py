@@ -63,7 +63,7 @@ def test_uris_in_and_out_give_complete_outputs_in_the_store_and_resume(local_ray
         assert frames.num_rows == decoded == video["frames"]
         manifest = json.loads((results / "manifest" / f"{video['video_id']}.json").read_text())
         assert manifest["status"] == "complete" and manifest["probe"]["path"] == video["path"]
-        assert set(manifest["outputs"]) == {"faces", "frames", "annotated"}
+        assert set(manifest["outputs"]) == {"faces", "frames", "tracks", "episodes", "annotated"}
         assert all(uri.startswith(f"{out}/") for uri in manifest["outputs"].values())
         annotated = Path(manifest["outputs"]["annotated"].removeprefix("file://"))
         with av.open(str(annotated)) as container:

@@ -212,7 +212,7 @@ def test_ctrl_c_stops_a_run_cleanly_with_exit_130(local_ray, tmp_path):
     out = tmp_path / "out"
     process = _emoray_run(out, "WolfgangLanger_Pexels.mp4", log=tmp_path / "run.log")
     try:
-        _wait_for(lambda: list((out / ".staging").glob("*/faces.parquet")), process)
+        _wait_for(lambda: list((out / ".staging").glob("*/frames.parquet")), process)  # rows are being written
         process.send_signal(signal.SIGINT)
         process.wait(60)
     finally:
