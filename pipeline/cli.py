@@ -339,6 +339,7 @@ def demo(output, address):
     click.echo(f"  results   {out}/faces/ and {out}/frames/ (Parquet, hive-partitioned by video_id)")
     click.echo(f"  video     {out}/annotated/{clip.name}")
     click.echo(f"  manifest  {out}/manifest/{outcome.video_id}.json")
+    click.echo(f"  people    emoray query {out} \"SELECT * FROM episodes\"; emoray report {out}")
     click.echo(f"try:\n  emoray query {out} \"SELECT emotion, count(*) AS faces, round(avg(emotion_score), 2) AS score "
                f"FROM faces GROUP BY 1 ORDER BY faces DESC\"")
 
