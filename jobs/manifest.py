@@ -37,6 +37,19 @@ def read_manifest(out: Path, video_id: str) -> dict | None:
         return None
 
 
+def read_manifests(out: Path) -> list[dict]:
+    """Every readable manifest of OUT (local), in file order; anything that is not an emoray manifest is left out."""
+    manifests = []
+    for path in sorted(Path(out, "manifest").glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("video_id"):
+            manifests.append(manifest)
+    return manifests
+
+
 def is_complete(manifest: dict | None, fingerprint: str, *, annotate: bool,
                 exists: Callable[[str], bool] = os.path.exists) -> bool:
     """True when a previous run finished this video with the same models and options.

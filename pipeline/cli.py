@@ -201,11 +201,9 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
       emoray live clip.mp4 --realtime --serve 8080
       emoray live session.mp4 -o replay/                # every frame of a recorded session
     """
-    import signal
-    import threading
-
     from pipeline.live import open_session
     from pipeline.sources.live import LiveSourceOptions
+    from pipeline.stopping import stop_on_signals
 
     serve_address = _host_port(serve)
     if output is None and not jsonl and serve_address is None:
@@ -232,11 +230,9 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
         sys.exit(EXIT_FAILED)
     if server is not None:
         click.echo(f"preview: {server.url}", err=True)
-    stop = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stop.set())
-    session.reader.start()
-    stats = session.run(stop, duration)
+    with stop_on_signals() as signals:  # the first SIGINT or SIGTERM ends the session cleanly
+        session.reader.start()
+        stats = session.run(signals.request, duration)
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:

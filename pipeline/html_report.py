@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 import urllib.parse
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from jobs.files import move_into_place
+from jobs.manifest import read_manifests
 from models.errors import EmorayError
 from pipeline.timeline import smooth_tracks
 
@@ -45,10 +45,10 @@ class ReportError(EmorayError, ValueError):
     """The folder holds no emoray results to report on."""
 
 
-def _table(out: Path, name: str, video_id: str) -> pa.Table | None:
+def _table(out: Path, name: str, video_id: str, columns: list[str] | None = None) -> pa.Table | None:
     folder = out / name / f"video_id={video_id}"
     files = sorted(folder.glob("*.parquet"))
-    return ds.dataset(files, format="parquet").to_table() if files else None
+    return ds.dataset(files, format="parquet").to_table(columns=columns) if files else None
 
 
 def _png(figure) -> str:
@@ -131,8 +131,9 @@ def _video_section(out: Path, manifest: dict, destination: Path, *, unfolded: bo
     video_id, path, status = manifest["video_id"], manifest.get("path", ""), manifest.get("status")
     counts = manifest.get("counts") or {}
     name = Path(path).name
-    faces, tracks, episodes = (_table(out, table, video_id) for table in ("faces", "tracks", "episodes"))
     labels = (manifest.get("labels") or list(COLORS))
+    faces = _table(out, "faces", video_id, ["track_id", "frame_index", "pts_time", *(f"p_{label}" for label in labels)])
+    tracks, episodes = _table(out, "tracks", video_id), _table(out, "episodes", video_id)
     options = manifest.get("options") or {}
     tau = float(options.get("smoothing_seconds", 1.0))
     n_tracks = tracks.num_rows if tracks is not None else 0
@@ -196,14 +197,7 @@ def write_report(out: str | os.PathLike, destination: str | os.PathLike | None =
     """Write the report of output folder ``out`` (default ``OUT/report.html``); returns its path."""
     out = Path(out)
     destination = Path(destination) if destination else out / "report.html"
-    manifests = []
-    for path in sorted((out / "manifest").glob("*.json")):
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(manifest, dict) and manifest.get("video_id"):  # anything else is not emoray's
-            manifests.append(manifest)
+    manifests = read_manifests(out)
     if not manifests:
         raise ReportError(f"{out}: no results to report on (no {out}/manifest/*.json)")
     manifests.sort(key=lambda m: str(m.get("path", "")))

@@ -29,6 +29,7 @@ from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
 from pipeline.sinks.live_parquet import RollingPartsWriter
 from pipeline.sources.file import VideoInfo
 from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceOptions, live_info
+from pipeline.stopping import StopRequest
 from pipeline.timeline import CausalSmoother
 from pipeline.track import FaceTracker
 
@@ -103,7 +104,8 @@ class LiveSession:
         batch.latency_ms = np.array([latency_ms], np.float32)
         return batch
 
-    def results(self, stop: threading.Event | None = None, duration: float | None = None) -> Iterator[FaceBatch]:
+    def results(self, stop: StopRequest | threading.Event | None = None,
+                duration: float | None = None) -> Iterator[FaceBatch]:
         """Each processed frame's tracked faces, as they come, until stopped, ``duration`` or the end of the source."""
         stop = stop or threading.Event()
         started = time.monotonic()
@@ -122,7 +124,7 @@ class LiveSession:
             self._record(batch)
             yield batch
 
-    def run(self, stop: threading.Event | None = None, duration: float | None = None) -> LiveStats:
+    def run(self, stop: StopRequest | threading.Event | None = None, duration: float | None = None) -> LiveStats:
         """Feed every result to the sinks; then flush them and return what was done."""
         started = time.monotonic()
         try:

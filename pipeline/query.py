@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from jobs.manifest import read_manifests
 from models.errors import EmorayError
 from pipeline.sinks.parquet import FACES, FRAMES, TABLES
 
@@ -25,11 +25,7 @@ class QueryError(EmorayError, ValueError):
 def videos_table(out: str | Path) -> pa.Table:
     """One row per video of OUT's manifests: what completed, what failed and why, with which models."""
     rows = []
-    for path in sorted(Path(out, "manifest").glob("*.json")):
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for manifest in read_manifests(Path(out)):
         counts, models = manifest.get("counts") or {}, manifest.get("models") or {}
         rows.append({
             "video_id": manifest.get("video_id"), "path": manifest.get("path"), "status": manifest.get("status"),

@@ -96,6 +96,11 @@ def episodes_table(faces: pa.Table, labels: list[str], min_seconds: float) -> pa
     return pa.Table.from_pylist(rows, schema=EPISODES_SCHEMA)
 
 
+def timeline_tables(faces: pa.Table, labels: list[str], min_episode_seconds: float) -> dict[str, pa.Table]:
+    """The ``tracks`` and ``episodes`` tables of one video's (or live session's) faces rows."""
+    return {"tracks": tracks_table(faces, labels), "episodes": episodes_table(faces, labels, min_episode_seconds)}
+
+
 def tracks_table(faces: pa.Table, labels: list[str]) -> pa.Table:
     """One row per track: span, frames, dominant emotion, mean probabilities, shares, best face."""
     track, frame, time = (_column(faces, name) for name in ("track_id", "frame_index", "pts_time"))

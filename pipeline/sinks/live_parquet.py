@@ -11,7 +11,6 @@ start>.parquet``) are computed again from all its faces rows, so they stay curre
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +22,9 @@ import pyarrow.parquet as pq
 from jobs.files import move_into_place
 from pipeline.results import FaceBatch
 from pipeline import timeline
-from pipeline.sinks.parquet import EPISODES, FACES, FRAMES, TRACKS, faces_schema, frames_schema, partition_dir, result_columns
+from pipeline.sinks.parquet import (
+    EPISODES, FACES, FRAMES, TRACKS, encode_metadata, faces_schema, frames_schema, partition_dir, result_columns,
+)
 
 CAPTURE_TIME, LATENCY_MS = "capture_time", "latency_ms"
 _LIVE_FIELDS = [pa.field(CAPTURE_TIME, pa.timestamp("us", tz="UTC")), pa.field(LATENCY_MS, pa.float32())]
@@ -45,7 +46,7 @@ class RollingPartsWriter:
                  roll_seconds: float = 10.0, *, min_episode_seconds: float = 0.5) -> None:
         self.source_name, self.labels, self.roll_seconds = source_name, list(labels), roll_seconds
         self.video_id = stream_id(source_name)
-        encoded = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+        encoded = encode_metadata(metadata)
         self._schemas = {FACES: _with_live_fields(faces_schema(self.labels, encoded)),
                          FRAMES: _with_live_fields(frames_schema(encoded))}
         self.min_episode_seconds = min_episode_seconds
@@ -96,8 +97,7 @@ class RollingPartsWriter:
         faces_parts = [path for path in self.paths if Path(path).parent == self._dirs[FACES]]
         columns = timeline.FACES_COLUMNS + [f"p_{label}" for label in self.labels]
         faces = pa.concat_tables([pq.read_table(path, columns=columns) for path in faces_parts])
-        for table, rows in ((TRACKS, timeline.tracks_table(faces, self.labels)),
-                            (EPISODES, timeline.episodes_table(faces, self.labels, self.min_episode_seconds))):
+        for table, rows in timeline.timeline_tables(faces, self.labels, self.min_episode_seconds).items():
             target = self._dirs[table] / f"session-{self._session}.parquet"
             temporary = target.with_name(f".{target.name}.tmp")
             pq.write_table(rows.replace_schema_metadata(self._metadata), temporary)

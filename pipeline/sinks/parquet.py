@@ -34,6 +34,11 @@ NUM_FACES = "num_faces"
 SMOOTHED_EMOTION, SMOOTHED_SCORE = "smoothed_emotion", "smoothed_score"
 
 
+def encode_metadata(metadata: dict[str, object]) -> dict[str, str]:
+    """Key-value metadata of emoray's Parquet files: ``emoray.<key>``, JSON for anything but strings."""
+    return {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+
+
 def probability_column(label: str) -> str:
     return f"p_{label}"
 
@@ -126,8 +131,7 @@ class VideoResultsWriter:
                  smoothing_seconds: float, min_episode_seconds: float) -> None:
         self.video_path, self.labels = video_path, list(labels)
         self.smoothing_seconds, self.min_episode_seconds = smoothing_seconds, min_episode_seconds
-        self._metadata = {f"emoray.{key}": value if isinstance(value, str) else json.dumps(value)
-                          for key, value in metadata.items()}
+        self._metadata = encode_metadata(metadata)
         self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in TABLES}
         self._staging = staging_dir(out, video_id)
         shutil.rmtree(self._staging, ignore_errors=True)  # left by a run that was killed
@@ -156,17 +160,19 @@ class VideoResultsWriter:
         for writer in self._writers.values():
             writer.close()
         with pq.ParquetFile(self._raw_faces) as raw:
-            self._add_smoothed_emotions(raw)
+            faces = self._add_smoothed_emotions(raw)
         self._raw_faces.unlink()
-        faces = pq.read_table(self.staged[FACES], columns=timeline.FACES_COLUMNS + list(map(probability_column, self.labels)))
-        for table, rows in ((TRACKS, timeline.tracks_table(faces, self.labels)),
-                            (EPISODES, timeline.episodes_table(faces, self.labels, self.min_episode_seconds))):
+        for table, rows in timeline.timeline_tables(faces, self.labels, self.min_episode_seconds).items():
             pq.write_table(rows.replace_schema_metadata(self._metadata), self.staged[table])
         return dict(self.staged)
 
-    def _add_smoothed_emotions(self, raw: pq.ParquetFile) -> None:
-        """The final faces file: the rows of ``raw`` with each track's emotions smoothed both ways."""
-        columns = raw.read(columns=[TRACK_ID, PTS_TIME, *map(probability_column, self.labels)])
+    def _add_smoothed_emotions(self, raw: pq.ParquetFile) -> pa.Table:
+        """Write the final faces file: the rows of ``raw`` with each track's emotions smoothed both ways.
+
+        Returns the columns that tracks and episodes are computed from, so the file is not read again.
+        """
+        wanted = [name for name in timeline.FACES_COLUMNS if name not in (SMOOTHED_EMOTION, SMOOTHED_SCORE)]
+        columns = raw.read(columns=wanted + list(map(probability_column, self.labels)))
         probabilities = np.stack([columns.column(probability_column(label)).to_numpy() for label in self.labels], axis=1)
         smoothed = smooth_tracks(columns.column(TRACK_ID).to_numpy(), columns.column(PTS_TIME).to_numpy(),
                                  probabilities.reshape(-1, len(self.labels)), self.smoothing_seconds)
@@ -180,6 +186,8 @@ class VideoResultsWriter:
                     rows = rows.append_column(name, extra.column(name).slice(offset, batch.num_rows))
                 writer.write_table(rows.cast(schema))
                 offset += batch.num_rows
+        return columns.append_column(SMOOTHED_EMOTION, extra.column(SMOOTHED_EMOTION)).append_column(
+            SMOOTHED_SCORE, extra.column(SMOOTHED_SCORE))
 
     def publish(self) -> dict[str, str]:
         """Move the closed files into their partitions; returns the final paths."""
