@@ -20,11 +20,14 @@ class ModelOptions:
     min_face: float = 0.0  # pixels, shorter box side
     score_threshold: float = 0.6
     device: str = "auto"
+    backend: str = "auto"  # auto: onnxruntime on CPUs, torch on GPUs; part of the model ids
     batch_size: int = 8  # frames per detector call
     smoothing_seconds: float = 1.0  # time constant of each track's moving average of emotions; 0 = none
     min_episode_seconds: float = 0.5  # shortest stretch of one smoothed emotion that counts as an episode
 
     def __post_init__(self) -> None:
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be one of auto, torch, onnx, but got {self.backend!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, but got {self.batch_size}")
         if self.min_face < 0:

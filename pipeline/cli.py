@@ -356,6 +356,8 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
 @click.option("--det-size", type=DetectorSize(), default=640, show_default=True, help="Longer side of the detector input, or 'native'.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="Inference engine (auto: onnxruntime on CPUs, torch on GPUs).")
 @click.option("--quick", is_flag=True, help="A smoke run: one resolution, 2 s clips, long factor 3.")
 @click.option("--only", type=click.Choice(["batch", "live"]), default=None, help="Run one part (default: both).")
 @click.option("--live-seconds", type=click.FloatRange(min=1), default=60.0, show_default=True,
@@ -363,7 +365,8 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @address_option
 @exits_on_error
-def bench(resolutions, seconds, long_factor, det_size, batch_size, device, quick, only, live_seconds, as_json, address):
+def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backend, quick, only, live_seconds, as_json,
+          address):
     """Measure batch throughput and peak memory, and live-mode latency against a local RTSP server.
 
     Batch: clips are made from the demo content; each stage is timed alone, then the real pipeline
@@ -384,10 +387,10 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, quick
     result: dict = {}
     if only != "live":
         result = run_bench(resolutions=resolutions, seconds=seconds, long_factor=long_factor, det_size=det_size,
-                           batch_size=batch_size, device=device, address=address, quick=quick)
+                           batch_size=batch_size, device=device, backend=backend, address=address, quick=quick)
     if only != "batch":
         result["live"] = run_live_bench(seconds=5.0 if quick else 20.0, long_seconds=10.0 if quick else live_seconds,
-                                        workdir=registry.home() / "bench", device=device)
+                                        workdir=registry.home() / "bench", device=device, backend=backend)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -14,7 +14,7 @@ from models.errors import EmorayError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 MODEL_OPTION_NAMES = ("detector", "emotion_model", "det_size", "min_face", "score_threshold", "batch_size", "device",
-                      "smoothing_seconds", "min_episode_seconds")
+                      "backend", "smoothing_seconds", "min_episode_seconds")
 
 
 def exits_on_error(function: Callable) -> Callable:
@@ -73,6 +73,8 @@ def model_options(function: Callable) -> Callable:
                      help="Frames per detector call."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the models run."),
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+                     help="Inference engine: onnxruntime on CPUs and torch on GPUs with auto."),
         click.option("--smoothing-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
                      help="Time constant of each track's moving average of emotions (0: none)."),
         click.option("--min-episode", "min_episode_seconds", type=click.FloatRange(min=0), default=0.5,

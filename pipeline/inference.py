@@ -89,8 +89,8 @@ class LocalModels:
 
     def __init__(self, options: ModelOptions) -> None:
         self.detector = FaceDetector(options.detector, device=options.device, score_threshold=options.score_threshold,
-                                     det_size=None)
-        self.classifier = EmotionClassifier(options.emotion_model, device=options.device)
+                                     det_size=None, backend=options.backend)
+        self.classifier = EmotionClassifier(options.emotion_model, device=options.device, backend=options.backend)
         self.labels, self.crop_spec = self.classifier.labels, self.classifier.preprocess
 
     def detect(self, images: np.ndarray) -> Pending[list[Detections]]:
@@ -157,11 +157,11 @@ def start_actors(options: ModelOptions, plan: ClusterPlan, *, detectors: int | N
         ray.remote(FaceDetector).options(
             **plan.detector_resources, **ACTOR_FAULT_TOLERANCE, scheduling_strategy="SPREAD").remote(
             options.detector, device=device, score_threshold=options.score_threshold, det_size=None,
-            num_threads=plan.detector_threads,
+            num_threads=plan.detector_threads, backend=options.backend,
         )
         for _ in range(detectors or plan.detectors)
     ]
     classifier = ray.remote(EmotionClassifier).options(**plan.classifier_resources, **ACTOR_FAULT_TOLERANCE).remote(
-        options.emotion_model, device=device, num_threads=1
+        options.emotion_model, device=device, num_threads=1, backend=options.backend
     )
     return handles, classifier

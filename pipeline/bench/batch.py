@@ -89,10 +89,11 @@ def _rate(call: Callable[[], object], items_per_call: int) -> float:
     return calls * items_per_call / elapsed
 
 
-def _measure_stages(clips: dict, *, det_size: int | None, batch_size: int, device: str) -> tuple[list[dict], dict]:
+def _measure_stages(clips: dict, *, det_size: int | None, batch_size: int, device: str,
+                    backend: str) -> tuple[list[dict], dict]:
     """Per-resolution decode and detector fps, and classifier faces/s on the faces found in the first clip."""
-    detector = FaceDetector(device=device, det_size=None, num_threads=os.cpu_count())
-    classifier = EmotionClassifier(device=device)
+    detector = FaceDetector(device=device, det_size=None, num_threads=os.cpu_count(), backend=backend)
+    classifier = EmotionClassifier(device=device, backend=backend)
     rows, crops = [], []
     for size, clip in clips.items():
         det_wh = detector_input_size(probe(clip), det_size)
@@ -228,7 +229,8 @@ def _measure_end_to_end(rows: list[dict], clips: dict, short_clips: dict, long_c
 
 
 def run_bench(*, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, seconds: float = 10.0, long_factor: int = 10,
-              det_size: int | None = 640, batch_size: int = 8, device: str = "cpu", address: str | None = None,
+              det_size: int | None = 640, batch_size: int = 8, device: str = "cpu", backend: str = "auto",
+              address: str | None = None,
               workdir: str | os.PathLike | None = None, quick: bool = False) -> dict:
     """Measure decode, detector, classifier and end-to-end throughput and peak memory; a JSON-ready dict.
 
@@ -249,11 +251,12 @@ def run_bench(*, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, seconds: 
         clips = {size: _clip(workdir, size, seconds) for size in resolutions}
         short_clips = {size: _clip(workdir, size, short_seconds) for size in resolutions}
         long_clip = _clip(workdir, focus, seconds * long_factor)
-        rows, classifier_rates = _measure_stages(clips, det_size=det_size, batch_size=batch_size, device=device)
+        rows, classifier_rates = _measure_stages(clips, det_size=det_size, batch_size=batch_size, device=device,
+                                                 backend=backend)
         connect_started = time.perf_counter()
         connect(address)
         connect_s = time.perf_counter() - connect_started
-        options = RunOptions(annotate=False, det_size=det_size, batch_size=batch_size, device=device)
+        options = RunOptions(annotate=False, det_size=det_size, batch_size=batch_size, device=device, backend=backend)
         with tempfile.TemporaryDirectory(dir=workdir, prefix="out-") as scratch:
             end_to_end = _measure_end_to_end(rows, clips, short_clips, long_clip, focus, options, Path(scratch), monitor)
         wall = time.perf_counter() - started

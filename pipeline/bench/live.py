@@ -108,13 +108,14 @@ def _follow(url: str, models: LocalModels, options: ModelOptions, seconds: float
 
 
 def run_live_bench(*, resolutions: Sequence[tuple[int, int]] = LIVE_RESOLUTIONS, seconds: float = 20.0,
-                   long_seconds: float = 60.0, workdir: Path, device: str = "cpu") -> dict:
+                   long_seconds: float = 60.0, workdir: Path, device: str = "cpu",
+                   backend: str = "auto") -> dict:
     """Latency p50/p95/max per resolution, against the bare per-frame model time, and a growth check."""
     missing = rtsp_server_missing()
     if missing:
         raise LiveBenchError(f"the live bench needs a local RTSP server: {missing}")
     workdir.mkdir(parents=True, exist_ok=True)
-    options = ModelOptions(device=device)
+    options = ModelOptions(device=device, backend=backend)
     models = LocalModels(options)
     rows = []
     growth = None

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from models import Detections, FaceDetector, WeightsError
+from models import registry
 from models.registry import ENTRIES, verified_wheel
 from models.retinaface.convert import state_dict_from_pytorch_retinaface
 from models.retinaface.network import RetinaFace
@@ -25,13 +26,14 @@ def _onnx_model_bytes() -> bytes:
     return ast.literal_eval(text.split("=", 1)[1].strip())
 
 
-def test_conversion_matches_onnxruntime_on_real_and_random_input(detector):
+def test_conversion_matches_onnxruntime_on_real_and_random_input():
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(_onnx_model_bytes(), providers=["CPUExecutionProvider"])
     photo = read_rgb("photos/multi_face.jpg")[:480, :640]
     real = (photo[..., ::-1].astype(np.float32) - np.float32([104, 117, 123])).transpose(2, 0, 1)[None]
     noise = np.random.default_rng(0).uniform(-120, 130, (2, 3, 200, 328)).astype(np.float32)
-    network = detector.network.float()
+    network = RetinaFace("mobilenet0.25").eval()
+    network.load_state_dict(registry.resolve("retinaface-mobilenet0.25", "detector")[0]["state_dict"])
     for batch in (np.ascontiguousarray(real), noise):
         expected = session.run(None, {"input": batch})
         with torch.inference_mode():
@@ -176,8 +178,8 @@ def test_pytorch_retinaface_checkpoints_load_with_batchnorm_folded(tmp_path, bac
     original = _with_batchnorm(RetinaFace(backbone), generator)
     path = tmp_path / f"{backbone}_Final.pth"
     torch.save(original, path)
-    detector = FaceDetector(path, device="cpu")  # strict load: every key mapped
-    assert detector.network.backbone == backbone
+    detector = FaceDetector(path, device="cpu", backend="torch")  # strict load: every key mapped
+    assert detector.backbone == backbone
     assert detector.model_id.startswith(f"{backbone}_Final@")
     # one folded conv, checked against BatchNorm applied by torch itself
     conv = "body.stage1.0" if backbone == "mobilenet0.25" else "body.layer1.0"

@@ -133,6 +133,7 @@ def test_parquet_is_hive_partitioned_with_model_ids_in_metadata(job):
     video = videos["two_faces.mp4"]["video_id"]
     metadata = pq.read_schema(out / "faces" / f"video_id={video}" / "part-0.parquet").metadata
     assert metadata[b"emoray.detector"].startswith(b"retinaface-mobilenet0.25@")
+    assert metadata[b"emoray.detector"].endswith(b"+onnx")  # the backend on a CPU, part of the model id
     assert metadata[b"emoray.emotion_model"].startswith(registry.DEFAULT_EMOTION_MODEL.encode() + b"@")
     columns = ds.dataset(out / "faces", partitioning="hive").schema.names
     assert columns[:5] == ["video_path", "frame_index", "pts_time", "face_index", "track_id"]
@@ -162,6 +163,15 @@ def test_a_rerun_skips_complete_videos_and_retries_failed_ones(job, inputs):
     assert all(statuses[name] == "skipped" for name in GOOD + ["phone.mp4"])
     assert statuses["truncated.mp4"] == "failed"
     assert before == {p: p.stat().st_mtime_ns for p in (out / "faces").rglob("*.parquet")}
+
+
+def test_a_rerun_with_the_other_backend_redoes_the_video_instead_of_mixing_rows(local_ray, tmp_path):
+    clip = str(shared("videos/two_faces.mp4"))
+    runs = [_run(clip, "-o", str(tmp_path), "--no-annotate", "--backend", name) for name in ("torch", "onnx", "onnx")]
+    statuses = [summary["videos"][0]["status"] for _, summary in runs]
+    assert statuses == ["complete", "complete", "skipped"]
+    manifest = json.loads(next((tmp_path / "manifest").glob("*.json")).read_text())
+    assert manifest["models"]["detector"].endswith("+onnx") and manifest["models"]["emotion_model"].endswith("+onnx")
 
 
 def test_an_unwritable_output_fails_before_any_work(tmp_path):
