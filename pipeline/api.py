@@ -19,13 +19,14 @@ from typing import Callable, Iterator, Sequence
 from jobs.cluster import connect
 from jobs.spec import JobSpec, ModelOptions, RunOptions
 from pipeline.batch import BatchJob, VideoOutcome
+from pipeline.inference import object_store_bytes
 from pipeline.results import FaceBatch
 from pipeline.sources.live import LiveSourceOptions
 
 
 def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, glob: str | None = None,
-              force: bool = False, address: str | None = None, on_progress: Callable[[dict], None] | None = None,
-              **options) -> list[VideoOutcome]:
+              force: bool = False, address: str | None = None, dashboard: bool = False,
+              on_progress: Callable[[dict], None] | None = None, **options) -> list[VideoOutcome]:
     """Process files and folders into ``output`` as ``emoray run`` does; returns one outcome per input.
 
     Args:
@@ -34,7 +35,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
         glob: only inputs whose relative path or name matches.
         force: redo videos that are already complete.
         address: a Ray cluster to join; default the one this process is connected to, else an
-            embedded local Ray.
+            embedded local Ray (lean: no dashboard unless ``dashboard``).
+        dashboard: start Ray's dashboard with an embedded Ray.
         on_progress: called with {"done", "total", "frames", "active"} as the job advances.
         **options: the options of ``emoray run`` by their names (``jobs.spec.RunOptions``), e.g.
             ``fps=5``, ``annotate=False``, ``min_face=40``, ``det_size=None``, ``emotion_model="mini-xception"``.
@@ -45,7 +47,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     """
     spec = JobSpec(inputs=tuple(str(path) for path in inputs), output=str(output), options=RunOptions(**options),
                    glob=glob, force=force)
-    connect(address)
+    connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(spec.options, os.cpu_count() or 1))
     return BatchJob(spec, on_progress=on_progress).run()
 
 

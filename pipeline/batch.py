@@ -11,6 +11,7 @@ finished videos stay, unfinished ones leave nothing visible.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -164,20 +165,26 @@ class BatchJob:
         self.model_ids, self.fingerprint = {}, None
         self.plan = plan = ClusterPlan.for_cluster(
             ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
-        detectors, classifier = start_actors(self.options, plan)
-        try:  # the actors hold their CPUs or GPU share until killed, whatever happens here
-            models = ActorModels(detectors[0], classifier, classifier_info=self._get(classifier.info.remote()),
-                                 detector_info=self._get(detectors[0].info.remote()))
+        actors = start_actors(self.options, plan)
+        try:  # the actors hold their CPUs or GPU until killed, whatever happens here
+            candidates = self._candidates(found.inputs)
+            # probe the first videos while the models load (a short job waits less for its first worker)
+            early = {self._inspect(video): video for video in candidates[:plan.max_segments_in_flight + 1]}
+            models = ActorModels(actors[0], self._get(actors[0].info.remote()))
             self.labels = models.labels
             self.model_ids = models.model_ids()
             self.fingerprint = self.options.fingerprint(self.model_ids)
-            todo = self._select(found.inputs)
+            todo = self._not_complete(candidates)
             self.total = len(todo) + len(self.outcomes)
-            self._loop(todo, plan, [models.with_detector(detector) for detector in detectors])
+            pending = {id(video) for video in todo}
+            for ref in [ref for ref, video in early.items() if id(video) not in pending]:  # complete already
+                del early[ref]
+                ray.cancel(ref)
+            self._loop(todo, plan, [models.on(actor) for actor in actors], early)
         except _Interrupted:
             pass
         finally:
-            for actor in [*detectors, classifier]:
+            for actor in actors:
                 ray.kill(actor)
         with contextlib.suppress(OSError):
             (self.out / STAGING).rmdir()  # empty unless a video failed to clean up
@@ -191,9 +198,9 @@ class BatchJob:
                 raise _Interrupted
         return ray.get(ref)
 
-    def _select(self, inputs: list[tuple[Path, Path]]) -> deque:
-        """Videos to process: not already complete (unless --force), each content once."""
-        todo, seen, candidates = deque(), {}, []
+    def _candidates(self, inputs: list[tuple[Path, Path]]) -> list["_Video"]:
+        """The inputs that can be read, each content once, with the names of their annotated videos."""
+        seen, candidates = {}, []
         for path, relative in inputs:
             try:
                 identity = video_id(path)
@@ -206,6 +213,11 @@ class BatchJob:
             seen[identity] = path
             candidates.append(_Video(path, Path(relative), identity))
         _name_annotated_videos(candidates)
+        return candidates
+
+    def _not_complete(self, candidates: list["_Video"]) -> deque:
+        """Videos to process: not already complete with these models and options (unless --force)."""
+        todo = deque()
         for video in candidates:
             path, identity = video.path, video.video_id
             manifest = self._read_manifest(identity)
@@ -219,24 +231,35 @@ class BatchJob:
             todo.append(video)
         return todo
 
-    def _loop(self, todo: deque, plan: ClusterPlan, models: list[ActorModels]) -> None:
-        """Stream the videos through the cluster: segments submitted oldest video first, results taken in order."""
-        inspecting = {inspect_video.remote(str(v.path), self.options.segment_seconds): v for v in todo}
+    def _inspect(self, video: "_Video") -> ray.ObjectRef:
+        return inspect_video.remote(str(video.path), self.options.segment_seconds)
+
+    def _loop(self, todo: deque, plan: ClusterPlan, models: list[ActorModels],
+              inspecting: dict[ray.ObjectRef, "_Video"]) -> None:
+        """Stream the videos through the cluster: segments submitted oldest video first, results taken in order.
+
+        ``inspecting``: the videos already being probed; the others of ``todo`` are probed now.
+        """
+        started = {id(video) for video in inspecting.values()}
+        inspecting.update({self._inspect(video): video for video in todo if id(video) not in started})
         active: list[_Video] = []
         annotating: dict[ray.ObjectRef, _Video] = {}
         in_flight = 0
-        round_robin = 0
-        while (inspecting or active or annotating) and not self.stop.is_set():
-            # submit segments, oldest video first, up to the cluster's budget
+        round_robin = itertools.count()
+
+        def submit() -> None:
+            """Segments, oldest video first, up to the cluster's budget."""
+            nonlocal in_flight
             for video in active:
                 while video.segments and in_flight < plan.max_segments_in_flight:
                     segment = video.segments.popleft()
-                    detector = models[round_robin % len(models)]
-                    round_robin += 1
                     ref = process_segment.options(num_cpus=plan.segment_cpus).remote(
-                        str(video.path), video.info, segment, self.options, detector)
+                        str(video.path), video.info, segment, self.options, models[next(round_robin) % len(models)])
                     video.submitted.append((segment, ref))
                     in_flight += 1
+
+        while (inspecting or active or annotating) and not self.stop.is_set():
+            submit()
             waiting = list(inspecting) + [v.submitted[0][1] for v in active if v.submitted] + list(annotating)
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
             for ref in ready:
@@ -249,6 +272,7 @@ class BatchJob:
                 else:
                     video = next(v for v in active if v.submitted and v.submitted[0][1] == ref)
                     in_flight -= 1
+                    submit()  # the next segment decodes while this one is tracked and written
                     self._take_segment(video)
             for video in [v for v in active if v.writer is None or (not v.segments and not v.submitted)]:
                 active.remove(video)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import click
 from jobs.spec import JobSpec, ModelOptions, RunOptions
 from jobs.storage import is_uri
 from models import registry
+from models.emotion import ARCHITECTURE_NAMES
 from models.errors import EmorayError
 from pipeline.cli_options import (
-    EXIT_FAILED, EXIT_OK, DetectorSize, address_option, build_options, exits_on_error, model_options,
+    EXIT_FAILED, EXIT_OK, DetectorSize, address_option, build_options, dashboard_option, exits_on_error, model_options,
 )
 
 
@@ -98,8 +100,9 @@ def models_fetch(names: tuple[str, ...], force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--report", "with_report", is_flag=True, help="Also write OUT/report.html (see emoray report).")
 @address_option
+@dashboard_option
 @exits_on_error
-def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_json, with_report, address):
+def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_json, with_report, address, dashboard):
     """Find faces and their emotions in videos and images; write Parquet, annotated videos and manifests.
 
     PATHS are files or directories (searched recursively for videos and images; OUT and other emoray
@@ -119,6 +122,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     from jobs.cluster import connect
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable
+    from pipeline.inference import object_store_bytes
     from pipeline.report import JobProgress, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
@@ -128,7 +132,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
     with output_lock(output), stop_on_signals() as signals:
-        connect(address)
+        connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(options, os.cpu_count() or 1))
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
         with JobProgress(Console(stderr=True)) as progress:
             outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()
@@ -311,8 +315,9 @@ def report(output, out_file):
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: $EMORAY_HOME/demo/out).")
 @address_option
+@dashboard_option
 @exits_on_error
-def demo(output, address):
+def demo(output, address, dashboard):
     """Make a short clip with a real face and run the whole pipeline on it.
 
     The clip pans and zooms over scikit-image's astronaut photo (read from its pinned wheel); the
@@ -327,7 +332,7 @@ def demo(output, address):
     if not clip.exists():
         click.echo(f"making the demo clip {clip}", err=True)
         make_clip(clip, width=640, height=360, seconds=8)
-    outcome = run_batch([clip], out, force=True, address=address)[0]
+    outcome = run_batch([clip], out, force=True, address=address, dashboard=dashboard)[0]
     if outcome.status != "complete":
         click.echo(f"emoray: the demo failed: {outcome.error}", err=True)
         sys.exit(EXIT_FAILED)
@@ -381,7 +386,8 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backe
       emoray bench --only live --live-seconds 120
       emoray bench --resolutions 1280x720 --seconds 20 --json > bench.json
     """
-    from pipeline.bench.batch import format_report, run_bench
+    from pipeline.bench.batch import run_bench
+    from pipeline.bench.report import format_report
     from pipeline.bench.live import format_live_report, run_live_bench
 
     result: dict = {}
@@ -401,7 +407,7 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backe
 @main.command()
 @click.option("--data", required=True, type=click.Path(exists=True), help="Kaggle fer2013.csv, a folder of split folders, or one folder of class folders.")
 @click.option("--val", "val_path", type=click.Path(exists=True), default=None, help="Validation class folders (default: from --data).")
-@click.option("--arch", type=click.Choice(sorted(__import__("models.emotion.archs", fromlist=["x"]).ARCHITECTURES)),
+@click.option("--arch", type=click.Choice(ARCHITECTURE_NAMES),
               default="vgg_face48", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
@@ -439,7 +445,7 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
     init_state = None
     if init_from:
         config, init_state = fine_tuning_start(init_from, config)
-    connect(address)
+    connect(address, lean=False)  # Ray Train's controller asks Ray's state API
 
     def show(epoch: dict) -> None:
         click.echo(f"epoch {epoch['epoch']:>3}/{config.epochs}  loss {epoch['loss']:.4f}  "

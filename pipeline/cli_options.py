@@ -39,6 +39,14 @@ def address_option(function: Callable) -> Callable:
     )(function)
 
 
+def dashboard_option(function: Callable) -> Callable:
+    """``--dashboard``: the embedded Ray's dashboard, which a job on one machine starts without by default."""
+    return click.option(
+        "--dashboard", is_flag=True,
+        help="Start Ray's dashboard (http://127.0.0.1:8265) with the embedded Ray; off by default to start faster.",
+    )(function)
+
+
 class DetectorSize(click.ParamType):
     """``--det-size``: pixels (at least 32), or ``native`` for the frame's own size (None)."""
 

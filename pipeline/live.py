@@ -178,14 +178,14 @@ class LiveSession:
 
 
 def load_models(options: ModelOptions, *, use_ray: bool = False) -> Models:
-    """The models of a live session: in this process, or one detector and one classifier actor on the
-    cluster ``jobs.cluster.connect`` joined."""
+    """The models of a live session: in this process, or one model actor on the cluster
+    ``jobs.cluster.connect`` joined."""
     if not use_ray:
         return LocalModels(options)
     import ray
 
     plan = ClusterPlan.for_cluster(ray.cluster_resources())
-    return ActorModels.start(options, plan, detectors=1)
+    return ActorModels.start(options, plan)
 
 
 def open_session(source: str, out: Path | None, options: ModelOptions, *,

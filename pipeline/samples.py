@@ -71,3 +71,31 @@ def make_clip(path: str | Path, *, width: int, height: int, seconds: float, fps:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def make_crowd_clip(path: str | Path, *, width: int = 1280, height: int = 720, seconds: float = 2.0, fps: int = 24,
+                    rows: int = 4, columns: int = 6) -> Path:
+    """Write an H.264 MP4 of a crowd: ``rows`` x ``columns`` panes, each the astronaut photo drifting
+    at its own phase, so every frame holds that many real faces (a classroom, an audience)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo = astronaut()
+    pane_w, pane_h = width // columns, height // rows
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        with av.open(str(temporary), "w") as container:
+            stream = container.add_stream("libx264", rate=fps, width=width, height=height, pix_fmt="yuv420p",
+                                          options={"preset": "veryfast", "crf": "20"})
+            for index in range(int(round(seconds * fps))):
+                image = np.zeros((height, width, 3), np.uint8)
+                for pane in range(rows * columns):
+                    top, left = (pane // columns) * pane_h, (pane % columns) * pane_w
+                    progress = (index / fps / 8.0 + pane / (rows * columns)) % 1.0
+                    image[top:top + pane_h, left:left + pane_w] = _view(photo, progress, pane_w, pane_h)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path

@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 
 from models.errors import EmorayError
-from pipeline.bench.batch import format_number, text_table
+from pipeline.bench.report import format_number, text_table
 from jobs.spec import ModelOptions
 from pipeline.bench.camera import RtspServer, rtsp_server_missing
 from pipeline.faces import FaceStep

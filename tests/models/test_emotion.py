@@ -88,3 +88,10 @@ def test_wrong_crop_shape_is_a_clear_error(classifier):
     with pytest.raises(ValueError, match=r"\(n, h, w\) gray"):
         classifier(np.zeros((2, 64, 64, 3), np.uint8))
     assert classifier(np.zeros((0, 64, 64), np.uint8)).shape == (0, 7)
+
+
+def test_the_command_line_offers_every_architecture():
+    from models.emotion import ARCHITECTURE_NAMES
+    from models.emotion.archs import ARCHITECTURES
+
+    assert sorted(ARCHITECTURE_NAMES) == sorted(ARCHITECTURES)

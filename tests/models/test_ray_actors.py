@@ -1,20 +1,24 @@
-"""The model classes run unchanged as Ray actors and give the in-process results."""
+"""The models run unchanged in a Ray actor and give the in-process results."""
 
 from __future__ import annotations
 
 import numpy as np
-import ray
 
-from models import EmotionClassifier, FaceDetector
+from jobs.spec import ModelOptions
+from pipeline.inference import ActorModels, ClusterPlan
 from tests.conftest import read_rgb
 
 
-def test_detector_and_classifier_as_ray_actors_match_in_process(local_ray, detector, classifier):
-    photo = read_rgb("photos/multi_face.jpg")
-    remote_detector = ray.remote(num_cpus=1)(FaceDetector).remote(device="cpu")
-    remote_classifier = ray.remote(num_cpus=1)(EmotionClassifier).remote("mini-xception", device="cpu")
-    found = ray.get(remote_detector.__call__.remote(np.stack([photo])))[0]
-    expected = detector([photo])[0]
-    np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=1e-3)
-    crops = classifier.crop(photo, found.xyxy)
-    np.testing.assert_allclose(ray.get(remote_classifier.__call__.remote(crops)), classifier(crops), atol=1e-5)
+def test_the_model_actor_matches_the_models_in_process(local_ray, detector, classifier):
+    photo = np.ascontiguousarray(read_rgb("photos/multi_face.jpg")[:480, :640])  # at the detector size
+    remote = ActorModels.start(ModelOptions(device="cpu", emotion_model="mini-xception"),
+                               ClusterPlan.for_cluster({"CPU": 2}))
+    try:
+        found = remote.detect(np.stack([photo])).result()[0]
+        expected = detector([photo])[0]
+        np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=1e-3)
+        crops = classifier.crop(photo, found.xyxy)
+        np.testing.assert_allclose(remote.classify(crops), classifier(crops), atol=1e-5)
+        assert remote.model_ids() == {"detector": detector.model_id, "emotion_model": classifier.model_id}
+    finally:
+        remote.close()

@@ -108,19 +108,19 @@ def test_a_face_gone_longer_than_the_lost_time_comes_back_as_a_new_track():
 
 
 @pytest.mark.parametrize("resources, nodes, expected", [
-    # a 2-core laptop: one detector on one CPU with both threads, half-CPU decode tasks, one segment at a time
-    ({"CPU": 2}, [2], dict(detectors=1, detector_threads=2, segment_cpus=0.5, max_segments_in_flight=1)),
-    # a 16-core machine: two detectors of 7 threads, a CPU per decode task, the rest decoding
-    ({"CPU": 16}, [16], dict(detectors=2, detector_threads=7, segment_cpus=1.0, max_segments_in_flight=2)),
-    # four 4-core nodes: a detector never asks for more than one node has (4, not 7), the other CPUs decode
-    ({"CPU": 16}, [4, 4, 4, 4], dict(detectors=2, detector_threads=4, segment_cpus=1.0, max_segments_in_flight=7)),
-    # ten 2-core nodes: detectors fit a node (2 threads), every free CPU decodes
-    ({"CPU": 20}, [2] * 10, dict(detectors=2, detector_threads=2, segment_cpus=1.0, max_segments_in_flight=15)),
-    # GPUs: one detector per GPU, the CPUs decode
-    ({"CPU": 16, "GPU": 2}, [16], dict(detectors=2, detector_threads=2, segment_cpus=1.0, max_segments_in_flight=12)),
+    # a 2-core laptop: one model actor on one CPU with both threads, half-CPU decode tasks, one segment at a time
+    ({"CPU": 2}, [2], dict(actors=1, actor_threads=2, segment_cpus=0.5, max_segments_in_flight=1)),
+    # a 16-core machine: two actors of 7 threads, a CPU per decode task, the rest decoding
+    ({"CPU": 16}, [16], dict(actors=2, actor_threads=7, segment_cpus=1.0, max_segments_in_flight=2)),
+    # four 4-core nodes: an actor never asks for more than one node has (4, not 7), the other CPUs decode
+    ({"CPU": 16}, [4, 4, 4, 4], dict(actors=2, actor_threads=4, segment_cpus=1.0, max_segments_in_flight=7)),
+    # ten 2-core nodes: actors fit a node (2 threads), every free CPU decodes
+    ({"CPU": 20}, [2] * 10, dict(actors=2, actor_threads=2, segment_cpus=1.0, max_segments_in_flight=15)),
+    # GPUs: one actor per GPU, the CPUs decode
+    ({"CPU": 16, "GPU": 2}, [16], dict(actors=2, actor_threads=2, segment_cpus=1.0, max_segments_in_flight=14)),
 ])
 def test_the_cluster_plan_sizes_actors_and_decoding_to_the_cluster(resources, nodes, expected):
     plan = ClusterPlan.for_cluster(resources, nodes)
     assert {name: getattr(plan, name) for name in expected} == expected
-    assert plan.detector_resources.get("num_cpus", 0) <= max(nodes)
-    assert ("num_gpus" in plan.detector_resources) == ("GPU" in resources)
+    assert plan.actor_resources.get("num_cpus", 0) <= max(nodes)
+    assert plan.actor_resources.get("num_gpus", 0) == (1 if "GPU" in resources else 0)
