@@ -20,6 +20,7 @@ REQUIRED = {
     "cv2": "opencv-python-headless",
     "h5py": "h5py",
     "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
     "click": "click",
     "av": "av",
     "pyarrow": "pyarrow",
