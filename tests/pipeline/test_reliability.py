@@ -161,6 +161,7 @@ def stopped_run(local_ray, tmp_path_factory):
         second = CliRunner().invoke(main, ["run", str(shared("videos/no_face.mp4")), "-o", str(out)])
         _wait_for(lambda: list((out / "manifest").glob("*.json")), process)
         ray_processes = _ray_processes(process.pid)
+        command_lines = [" ".join(p.cmdline()) for p in ray_processes]
         listening = {(c.laddr.ip, p.name()) for p in ray_processes + [psutil.Process(process.pid)]
                      for c in _connections(p) if c.status == psutil.CONN_LISTEN}
         process.send_signal(signal.SIGTERM)
@@ -170,7 +171,7 @@ def stopped_run(local_ray, tmp_path_factory):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     return {"out": out, "pid": process.pid, "exit_code": process.returncode, "stderr": log.read_text(),
-            "second": second, "listening": listening, "leftovers": leftovers}
+            "second": second, "listening": listening, "leftovers": leftovers, "command_lines": command_lines}
 
 
 def _connections(process: psutil.Process) -> list:
@@ -206,6 +207,14 @@ def test_the_embedded_ray_listens_on_loopback_only_and_ends_with_the_driver(stop
     assert {ip for ip, _ in stopped_run["listening"]} <= set(LOOPBACK), stopped_run["listening"]
     assert stopped_run["leftovers"] == []
     assert "Token authentication" not in stopped_run["stderr"]
+
+
+def test_the_embedded_ray_starts_no_dashboard_nor_autoscaler_and_a_small_object_store(stopped_run):
+    commands = stopped_run["command_lines"]
+    assert any("raylet" in command for command in commands), commands
+    assert not [c for c in commands if "dashboard/dashboard.py" in c or "autoscaler/_private/monitor.py" in c]
+    raylet = next(c for c in commands if "raylet/raylet" in c)
+    assert "--object_store_memory=268435456" in raylet  # 256 MB at the defaults, not 30% of the memory
 
 
 def test_ctrl_c_stops_a_run_cleanly_with_exit_130(local_ray, tmp_path):
