@@ -169,3 +169,27 @@ def ferplus_soft_targets(dataset: FaceDataset, votes_csv: str | Path) -> np.ndar
             soft[i] = 0
             soft[i, order] = counted / counted.sum()
     return soft
+
+
+FERPLUS_OTHER_VOTES = ("contempt", "unknown", "NF")  # FER+ columns that are none of the seven labels
+
+
+def ferplus_majority_targets(dataset: FaceDataset, votes_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ majority-vote labels of the images of ``dataset``, as (kept, targets in ``dataset.labels`` ids).
+
+    An image is kept when FER+ rated it and its most voted column is one of the seven labels, alone at
+    the top (ties, contempt, unknown and not-a-face are left out, as in FER+'s majority scheme).
+    """
+    columns = list(_FERPLUS_TO_FER) + list(FERPLUS_OTHER_VOTES)
+    majority: dict[str, int] = {}
+    try:
+        with open(votes_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                votes = np.array([float(row[column] or 0) for column in columns])
+                top = np.flatnonzero(votes == votes.max())
+                if votes.max() > 0 and len(top) == 1 and top[0] < len(_FERPLUS_TO_FER):
+                    majority[row["Image name"]] = dataset.labels.index(_FERPLUS_TO_FER[columns[top[0]]])
+    except (OSError, KeyError) as error:
+        raise DatasetError(f"{votes_csv}: not a readable FER+ vote file (fer2013new.csv): {error}") from error
+    kept = np.array([str(name) in majority for name in dataset.names], bool)
+    return kept, np.array([majority[str(name)] for name in dataset.names[kept]], np.int64)

@@ -1,4 +1,5 @@
-"""Evaluating an emotion classifier on labeled faces: accuracy, macro-F1, per-class scores, confusion matrix."""
+"""Evaluating an emotion classifier on labeled faces: accuracy, macro-F1, per-class scores, confusion matrix,
+and calibration (expected calibration error over equal-width confidence bins, a reliability diagram)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from models.classifier import EmotionClassifier
 from models.datasets import FaceDataset
+
+CALIBRATION_BINS = 15
 
 
 def tta_probabilities(classifier: EmotionClassifier, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -45,12 +48,35 @@ def metrics(targets: np.ndarray, predicted: np.ndarray, labels: list[str]) -> di
     }
 
 
-def evaluate(classifier: EmotionClassifier, dataset: FaceDataset, *, tta: bool = False) -> dict:
-    """Metrics of ``classifier`` on ``dataset`` (labels mapped by name to the classifier's own order)."""
+def calibration(scores: np.ndarray, targets: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+    """Expected calibration error: over ``bins`` equal-width bins of the top probability (right-closed),
+    the share of faces in each bin times the gap between its accuracy and its mean confidence."""
+    confidence, correct = scores.max(axis=1), scores.argmax(axis=1) == targets
+    index = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1], right=True), 0, bins - 1)
+    rows, error = [], 0.0
+    for b in range(bins):
+        mine = index == b
+        count = int(mine.sum())
+        accuracy = float(correct[mine].mean()) if count else None
+        mean_confidence = float(confidence[mine].mean()) if count else None
+        if count:
+            error += count / len(scores) * abs(accuracy - mean_confidence)
+        rows.append({"lower": b / bins, "upper": (b + 1) / bins, "count": count, "accuracy": accuracy,
+                     "confidence": mean_confidence})
+    return {"ece": float(error), "bins": rows}
+
+
+def evaluate(classifier: EmotionClassifier, dataset: FaceDataset, *, tta: bool = False,
+             targets: np.ndarray | None = None) -> dict:
+    """Metrics of ``classifier`` on ``dataset`` (labels mapped by name to the classifier's own order).
+
+    ``targets``: other labels of the same images, in ``dataset.labels`` ids (e.g. FER+ majority votes).
+    """
     mapping = np.array([classifier.labels.index(label) for label in dataset.labels])
-    targets = mapping[dataset.targets]
+    targets = mapping[dataset.targets if targets is None else targets]
     scores = tta_probabilities(classifier, dataset.images) if tta else probabilities(classifier, dataset.images)
-    return metrics(targets, scores.argmax(axis=1), classifier.labels) | {"model": classifier.model_id, "tta": tta}
+    return (metrics(targets, scores.argmax(axis=1), classifier.labels)
+            | {"calibration": calibration(scores, targets), "model": classifier.model_id, "tta": tta})
 
 
 def confusion_png(result: dict, path: str | Path) -> None:
@@ -77,16 +103,43 @@ def confusion_png(result: dict, path: str | Path) -> None:
     cv2.imwrite(str(path), image[..., ::-1])
 
 
+def reliability_png(result: dict, path: str | Path) -> None:
+    """The reliability diagram: accuracy against confidence per bin (a calibrated model is on the diagonal),
+    with the share of faces in each bin below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    bins = result["calibration"]["bins"]
+    width = bins[0]["upper"] - bins[0]["lower"]
+    centers = [b["lower"] + width / 2 for b in bins]
+    figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(5, 6), sharex=True, height_ratios=(3, 1))
+    top.bar(centers, [b["accuracy"] or 0 for b in bins], width=width * 0.9, color="#4c72b0", label="accuracy")
+    top.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+            title=f"{result['model']}\nECE {result['calibration']['ece']:.4f} ({len(bins)} bins)")
+    top.legend(loc="upper left")
+    bottom.bar(centers, [b["count"] / result["images"] for b in bins], width=width * 0.9, color="#999999")
+    bottom.set(xlabel="confidence (top probability)", ylabel="share of faces")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
 def write_report(result: dict, directory: str | Path) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "eval.json").write_text(json.dumps(result, indent=2))
     confusion_png(result, directory / "confusion_matrix.png")
+    reliability_png(result, directory / "reliability.png")
 
 
 def format_text(result: dict) -> str:
-    lines = [f"model {result['model']}  images {result['images']}  tta {result['tta']}",
-             f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}", "",
+    lines = [f"model {result['model']}  images {result['images']}  tta {result['tta']}  "
+             f"labels {result.get('labels_from', 'fer2013')}",
+             f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
+             f"ECE {result['calibration']['ece']:.4f} ({len(result['calibration']['bins'])} bins)", "",
              f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}"]
     for label, row in result["per_class"].items():
         lines.append(f"{label:<10}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9}")

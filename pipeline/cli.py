@@ -463,26 +463,51 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
 @click.option("--model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True, help="Emotion model: a name or a checkpoint path.")
 @click.option("--split", default="val", show_default=True, help="Which split when --data holds several.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: mirror and shifted crops, averaged.")
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Also write eval.json and confusion_matrix.png here.")
+@click.option("--labels", "label_source", type=click.Choice(["fer2013", "ferplus"]), default="fer2013", show_default=True,
+              help="The images' own labels, or FER+'s majority votes (images without a clear majority left out).")
+@click.option("--votes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="FER+ fer2013new.csv (default: ferplus/fer2013new.csv beside the data folder).")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Also write eval.json, confusion_matrix.png and reliability.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @exits_on_error
-def evaluate_command(data, model, split, tta, output, as_json):
-    """Accuracy, macro-F1, per-class precision and recall, and the confusion matrix of an emotion model.
+def evaluate_command(data, model, split, tta, label_source, votes, output, as_json):
+    """Accuracy, macro-F1, per-class scores, the confusion matrix and the calibration of an emotion model.
+
+    Calibration: the expected calibration error (ECE) over 15 equal-width confidence bins, and with -o a
+    reliability diagram.
 
     \b
     Examples:
       emoray eval --data ../shared/data/fer2013/val --model mini-xception
       emoray eval --data ../shared/data/fer2013 --split val --model emoray-fer.pt --tta -o report/
+      emoray eval --data ../shared/data/fer2013/val --labels ferplus
     """
+    import numpy as np
+
     from models import EmotionClassifier
-    from models.datasets import read_dataset
+    from models.datasets import ferplus_majority_targets, read_dataset
     from models.evaluate import evaluate, format_text, write_report
 
     splits = read_dataset(data)
     if len(splits) > 1 and split not in splits:
         raise click.BadParameter(f"no split {split!r} in {data} (has {sorted(splits)})", param_hint="--split")
     dataset = splits[split] if split in splits else next(iter(splits.values()))
-    result = evaluate(EmotionClassifier(model, device="cpu"), dataset, tta=tta)
+    targets = None
+    if label_source == "ferplus":
+        root = Path(data).resolve()
+        votes = votes or next((str(folder / "ferplus" / "fer2013new.csv") for folder in (root, root.parent)
+                               if (folder / "ferplus" / "fer2013new.csv").is_file()), None)
+        if votes is None:
+            raise click.BadParameter(f"no ferplus/fer2013new.csv in or beside {data}: give it with --votes",
+                                     param_hint="--labels")
+        kept, targets = ferplus_majority_targets(dataset, votes)
+        if not kept.any():
+            raise click.BadParameter(f"none of the images of {data} has a FER+ majority vote in {votes}",
+                                     param_hint="--labels")
+        dataset = dataset.subset(np.flatnonzero(kept))
+    result = evaluate(EmotionClassifier(model, device="cpu"), dataset, tta=tta, targets=targets)
+    result["labels_from"] = label_source
     if output:
         write_report(result, output)
     click.echo(json.dumps(result, indent=2) if as_json else format_text(result))

@@ -100,8 +100,12 @@ def test_fine_tuning_starts_from_another_checkpoint(local_ray, own_faces, tmp_pa
 def test_eval_prints_the_accuracy_of_a_direct_computation(tmp_path):
     val = read_class_folders(shared("fer2013/val"))
     classifier = EmotionClassifier("mini-xception", device="cpu")
-    direct = float((np.concatenate([classifier(val.images[i:i + 512]) for i in range(0, len(val), 512)]).argmax(1)
-                    == val.targets).mean())
+    scores = np.concatenate([classifier(val.images[i:i + 512]) for i in range(0, len(val), 512)])
+    direct = float((scores.argmax(1) == val.targets).mean())
+    confidence, correct = scores.max(1), scores.argmax(1) == val.targets
+    bins = np.minimum((np.ceil(confidence * 15) - 1).astype(int), 14)  # 15 right-closed bins of equal width
+    direct_ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
+                     for b in range(15) if (bins == b).any())
     result = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception",
                                        "--json", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -109,5 +113,21 @@ def test_eval_prints_the_accuracy_of_a_direct_computation(tmp_path):
     assert report["accuracy"] == pytest.approx(direct, abs=1e-12)
     assert np.array(report["confusion_matrix"]).sum() == len(val) == 3579
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
+    assert report["calibration"]["ece"] == pytest.approx(direct_ece, abs=1e-6)
+    assert len(report["calibration"]["bins"]) == 15 and (tmp_path / "reliability.png").stat().st_size > 1000
     text = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception"]).output
-    assert f"accuracy {direct:.4f}" in text and "confusion matrix" in text
+    assert f"accuracy {direct:.4f}" in text and "confusion matrix" in text and f"ECE {direct_ece:.4f}" in text
+
+
+def test_eval_against_the_ferplus_majority_votes(tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception",
+                                       "--labels", "ferplus", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    # val images whose FER+ raters agree on one of the seven labels (ties, contempt, unknown and not-a-face left out)
+    assert report["labels_from"] == "ferplus" and 3000 < report["images"] < 3579
+    votes = tmp_path / "votes.csv"
+    votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n")
+    missing = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--labels", "ferplus",
+                                        "--votes", str(votes)])
+    assert missing.exit_code == 2 and "none of the images" in missing.output
