@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.detections import Detections
+from models import quality
 from models.emotion.crop import crop_faces
 from pipeline.inference import Models, Pending
 from pipeline.results import FaceBatch
@@ -69,20 +70,25 @@ class FaceStep:
         detections = pending.detections.result()
         keep = [faces.side * min(scale[0], scale[1]) >= self.min_face for faces in detections]
         boxes = [(faces.xyxy[mask] * scale).astype(np.float32) for faces, mask in zip(detections, keep)]
-        crops = [crop_faces(self._full(frame), xyxy, self.models.crop_spec)
-                 for frame, xyxy in zip(frames, boxes) if len(xyxy)]
-        probabilities = (self.models.classify(np.concatenate(crops)) if crops
+        crops = np.concatenate([crop_faces(self._full(frame), xyxy, self.models.crop_spec)
+                                for frame, xyxy in zip(frames, boxes) if len(xyxy)] or [np.zeros(0, np.uint8)])
+        probabilities = (self.models.classify(crops) if len(crops)
                          else np.zeros((0, len(self.models.labels)), np.float32))
         counts = [len(xyxy) for xyxy in boxes]
+        xyxy = np.concatenate(boxes).reshape(-1, 4)
+        landmarks = np.concatenate([faces.landmarks[mask] * scale[:2] for faces, mask in zip(detections, keep)]
+                                   ).astype(np.float32).reshape(-1, 5, 2)
+        yaw, pitch = quality.head_pose(landmarks)
         return FaceBatch(
             frame_index=np.array([f.index for f in frames], np.int64),
             pts_time=np.array([f.pts_time for f in frames], np.float64),
             face_frame=np.repeat([f.index for f in frames], counts).astype(np.int64),
-            xyxy=np.concatenate(boxes).reshape(-1, 4),
+            xyxy=xyxy,
             det_score=np.concatenate([faces.confidence[mask] for faces, mask in zip(detections, keep)]).astype(np.float32),
-            landmarks=np.concatenate([faces.landmarks[mask] * scale[:2] for faces, mask in zip(detections, keep)]
-                                     ).astype(np.float32).reshape(-1, 5, 2),
+            landmarks=landmarks,
             probabilities=probabilities,
+            face_px=quality.face_px(xyxy, self.models.crop_spec), yaw=yaw, pitch=pitch,
+            sharpness=quality.sharpness(crops),
             images=pending.small, image_scale=scale if self.keep_frames else None,
         )
 

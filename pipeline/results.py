@@ -14,7 +14,8 @@ import numpy as np
 from models.detections import check_shape
 
 _FRAME_ARRAYS = ("frame_index", "pts_time")
-_FACE_ARRAYS = ("face_frame", "xyxy", "det_score", "landmarks", "probabilities")
+_FACE_ARRAYS = ("face_frame", "xyxy", "det_score", "landmarks", "probabilities", "face_px", "yaw", "pitch", "sharpness")
+QUALITY = ("face_px", "yaw", "pitch", "sharpness")
 
 
 @dataclass
@@ -29,6 +30,8 @@ class FaceBatch:
         det_score: (n,) float32 detector confidence.
         landmarks: (n, 5, 2) float32 (x, y) of right eye, left eye, nose, right and left mouth corner.
         probabilities: (n, k) float32 emotion probabilities, columns in the classifier's label order.
+        face_px, yaw, pitch, sharpness: (n,) float32 each, how usable each face is (``models.quality``):
+            its crop's side in frame pixels, how far it is turned (degrees), the Laplacian variance of its crop.
         track_id: (n,) int64 track of each face, None until the tracker stage has run.
         smoothed: (n, k) float32 each face's probabilities smoothed over its track (live mode), else None.
         capture_time: (m,) float64 seconds since the epoch when each frame was decoded (live), else None.
@@ -44,6 +47,10 @@ class FaceBatch:
     det_score: np.ndarray
     landmarks: np.ndarray
     probabilities: np.ndarray
+    face_px: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray
+    sharpness: np.ndarray
     track_id: np.ndarray | None = None
     smoothed: np.ndarray | None = None
     capture_time: np.ndarray | None = None
@@ -58,6 +65,8 @@ class FaceBatch:
         check_shape("det_score", self.det_score, (n,))
         check_shape("landmarks", self.landmarks, (n, 5, 2))
         check_shape("probabilities", self.probabilities, (n, None))
+        for name in QUALITY:
+            check_shape(name, getattr(self, name), (n,))
         for name, value, shape in (("track_id", self.track_id, (n,)), ("smoothed", self.smoothed, (n, None)),
                                    ("capture_time", self.capture_time, (m,)), ("latency_ms", self.latency_ms, (m,))):
             if value is not None:
@@ -86,7 +95,8 @@ class FaceBatch:
     @classmethod
     def empty(cls, num_labels: int) -> "FaceBatch":
         return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
-                   np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0, num_labels), np.float32))
+                   np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0, num_labels), np.float32),
+                   *(np.zeros(0, np.float32) for _ in QUALITY))
 
     @classmethod
     def concatenate(cls, parts: list["FaceBatch"], num_labels: int) -> "FaceBatch":

@@ -30,6 +30,7 @@ VIDEO_PATH, FRAME_INDEX, PTS_TIME = "video_path", "frame_index", "pts_time"
 FACE_INDEX, TRACK_ID = "face_index", "track_id"
 BOX_COLUMNS = ("x1", "y1", "x2", "y2")
 DET_SCORE, LANDMARKS, EMOTION, EMOTION_SCORE = "det_score", "landmarks", "emotion", "emotion_score"
+QUALITY_COLUMNS = ("face_px", "yaw", "pitch", "sharpness")  # FaceBatch arrays of the same names
 NUM_FACES = "num_faces"
 SMOOTHED_EMOTION, SMOOTHED_SCORE = "smoothed_emotion", "smoothed_score"
 
@@ -50,6 +51,7 @@ def faces_schema(labels: list[str], metadata: dict[str, str], *, smoothed: bool 
         pa.field(FACE_INDEX, pa.int32()), pa.field(TRACK_ID, pa.int64()),
         *[pa.field(name, pa.float32()) for name in BOX_COLUMNS],
         pa.field(DET_SCORE, pa.float32()), pa.field(LANDMARKS, pa.list_(pa.float32())),
+        *[pa.field(name, pa.float32()) for name in QUALITY_COLUMNS],
         pa.field(EMOTION, pa.string()), pa.field(EMOTION_SCORE, pa.float32()),
         *[pa.field(probability_column(label), pa.float32()) for label in labels],
     ]
@@ -91,6 +93,7 @@ def result_columns(batch: FaceBatch, labels: list[str], video_path: str) -> tupl
         LANDMARKS: pa.ListArray.from_arrays(
             np.arange(0, 10 * n + 1, 10, dtype=np.int32), pa.array(batch.landmarks.reshape(-1), pa.float32())
         ),
+        **{name: getattr(batch, name) for name in QUALITY_COLUMNS},
         EMOTION: pa.array(np.array(labels, dtype=object)[best] if n else [], pa.string()),
         EMOTION_SCORE: batch.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
         **{probability_column(label): batch.probabilities[:, i] for i, label in enumerate(labels)},

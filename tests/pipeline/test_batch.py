@@ -138,6 +138,7 @@ def test_parquet_is_hive_partitioned_with_model_ids_in_metadata(job):
     columns = ds.dataset(out / "faces", partitioning="hive").schema.names
     assert columns[:5] == ["video_path", "frame_index", "pts_time", "face_index", "track_id"]
     assert "video_id" in columns and "p_neutral" in columns
+    assert {"face_px", "yaw", "pitch", "sharpness"} <= set(columns)
 
 
 def test_query_counts_equal_the_parquet_row_counts(job):

@@ -72,6 +72,32 @@ def test_a_frame_without_faces_and_no_frames_at_all(models, photo):
     assert none.num_frames == 0 and len(none) == 0 and none.probabilities.shape == (0, len(models.labels))
 
 
+def test_quality_columns_follow_face_size_turn_and_blur(models, photo):
+    def faces(image: np.ndarray) -> FaceBatch:
+        frames, info = _frames(np.ascontiguousarray(image))
+        found = FaceStep(models, info, det_size=None)(frames)
+        return _by_x(found)
+
+    full, half = faces(photo), faces(cv2.resize(photo, (photo.shape[1] // 2, photo.shape[0] // 2)))
+    mirrored = faces(photo[:, ::-1])
+    blurred = faces(cv2.GaussianBlur(photo, (0, 0), 3))
+    assert len(full) == len(half) == len(mirrored) == len(blurred) >= 4
+    # the crop's side in frame pixels: half, plus mini-xception's fixed 10 px margins on both sides
+    np.testing.assert_allclose(half.face_px, (full.face_px - 20) / 2 + 20, rtol=0.1)
+    # the people of the photo face the camera, more or less; a mirror turns each the other way
+    assert np.abs(full.yaw).max() < 35 and np.abs(full.pitch).max() < 35
+    assert np.median(np.abs(mirrored.yaw[::-1] + full.yaw)) < 6  # rough: the landmarks move a little too
+    assert (blurred.sharpness < 0.5 * full.sharpness).all()
+
+
+def _by_x(batch: FaceBatch) -> FaceBatch:
+    """The faces of a one-frame batch from left to right."""
+    order = np.argsort(batch.xyxy[:, 0] + batch.xyxy[:, 2])  # by center
+    arrays = {name: getattr(batch, name)[order] for name in
+              ("face_frame", "xyxy", "det_score", "landmarks", "probabilities", "face_px", "yaw", "pitch", "sharpness")}
+    return FaceBatch(batch.frame_index, batch.pts_time, **arrays)
+
+
 def _batch(frames: list[list[tuple[float, float]]], start: int = 0) -> FaceBatch:
     """Faces of 40x40 px at the given top-left corners, one list per frame."""
     boxes = [[x, y, x + 40, y + 40] for corners in frames for x, y in corners]
@@ -80,7 +106,9 @@ def _batch(frames: list[list[tuple[float, float]]], start: int = 0) -> FaceBatch
         frame_index=np.arange(start, start + len(frames)), pts_time=np.arange(start, start + len(frames)) / 10.0,
         face_frame=np.repeat(np.arange(start, start + len(frames)), [len(c) for c in frames]),
         xyxy=np.array(boxes, np.float32).reshape(-1, 4), det_score=np.ones(n, np.float32),
-        landmarks=np.zeros((n, 5, 2), np.float32), probabilities=np.full((n, 7), 1 / 7, np.float32))
+        landmarks=np.zeros((n, 5, 2), np.float32), probabilities=np.full((n, 7), 1 / 7, np.float32),
+        face_px=np.full(n, 40, np.float32), yaw=np.zeros(n, np.float32), pitch=np.zeros(n, np.float32),
+        sharpness=np.ones(n, np.float32))
 
 
 def test_the_tracker_stage_follows_faces_across_batches_and_short_gaps():
