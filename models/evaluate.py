@@ -13,6 +13,8 @@ from models.classifier import EmotionClassifier
 from models.datasets import FaceDataset
 
 CALIBRATION_BINS = 15
+# --through-detector: FER-2013 faces made into frames the way the pipeline would see them
+UPSCALE, PAD_PX, DETECTOR_BATCH = 4, 96, 32
 
 
 def tta_probabilities(classifier: EmotionClassifier, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -66,17 +68,49 @@ def calibration(scores: np.ndarray, targets: np.ndarray, bins: int = CALIBRATION
     return {"ece": float(error), "bins": rows}
 
 
+def through_detector(images: np.ndarray, classifier: EmotionClassifier, detector) -> tuple[np.ndarray, np.ndarray]:
+    """Each face as the pipeline sees one: upscaled ``UPSCALE`` times (bicubic), padded by ``PAD_PX``
+    (replicated border), detected (``FaceDetector``, best face), cropped with ``classifier.crop``.
+
+    Returns:
+        Which images had a face found (n,) bool, and the crops of those.
+    """
+    found, crops = np.zeros(len(images), bool), []
+    for start in range(0, len(images), DETECTOR_BATCH):
+        frames = [cv2.copyMakeBorder(cv2.resize(image, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_CUBIC),
+                                     PAD_PX, PAD_PX, PAD_PX, PAD_PX, cv2.BORDER_REPLICATE)
+                  for image in images[start:start + DETECTOR_BATCH]]
+        for offset, (frame, faces) in enumerate(zip(frames, detector(frames))):
+            if len(faces):
+                found[start + offset] = True
+                crops.append(classifier.crop(frame, faces.xyxy[:1]))
+    size = classifier.preprocess.input_size
+    return found, np.concatenate(crops) if crops else np.zeros((0, size, size), np.uint8)
+
+
 def evaluate(classifier: EmotionClassifier, dataset: FaceDataset, *, tta: bool = False,
-             targets: np.ndarray | None = None) -> dict:
+             targets: np.ndarray | None = None, detector=None) -> dict:
     """Metrics of ``classifier`` on ``dataset`` (labels mapped by name to the classifier's own order).
 
-    ``targets``: other labels of the same images, in ``dataset.labels`` ids (e.g. FER+ majority votes).
+    Args:
+        targets: other labels of the same images, in ``dataset.labels`` ids (e.g. FER+ majority votes).
+        detector: a ``FaceDetector``: score the faces the pipeline's way (``through_detector``), on the
+            faces it finds, beside the same faces given directly.
     """
     mapping = np.array([classifier.labels.index(label) for label in dataset.labels])
     targets = mapping[dataset.targets if targets is None else targets]
     scores = tta_probabilities(classifier, dataset.images) if tta else probabilities(classifier, dataset.images)
+    extra = {}
+    if detector is not None:
+        found, crops = through_detector(dataset.images, classifier, detector)
+        direct_accuracy = float((scores[found].argmax(axis=1) == targets[found]).mean()) if found.any() else 0.0
+        scores, targets = probabilities(classifier, crops), targets[found]
+        through_accuracy = float((scores.argmax(axis=1) == targets).mean()) if len(targets) else 0.0
+        extra = {"through_detector": {"found": float(found.mean()), "accuracy": through_accuracy,
+                                      "direct_accuracy": direct_accuracy, "gap": direct_accuracy - through_accuracy,
+                                      "upscale": UPSCALE, "pad_px": PAD_PX}}
     return (metrics(targets, scores.argmax(axis=1), classifier.labels)
-            | {"calibration": calibration(scores, targets), "model": classifier.model_id, "tta": tta})
+            | {"calibration": calibration(scores, targets), "model": classifier.model_id, "tta": tta} | extra)
 
 
 def confusion_png(result: dict, path: str | Path) -> None:
@@ -139,7 +173,10 @@ def format_text(result: dict) -> str:
     lines = [f"model {result['model']}  images {result['images']}  tta {result['tta']}  "
              f"labels {result.get('labels_from', 'fer2013')}",
              f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
-             f"ECE {result['calibration']['ece']:.4f} ({len(result['calibration']['bins'])} bins)", "",
+             f"ECE {result['calibration']['ece']:.4f} ({len(result['calibration']['bins'])} bins)",
+             *([f"through the detector: {t['found']:.1%} of the faces found; accuracy {t['accuracy']:.4f} on them "
+                f"against {t['direct_accuracy']:.4f} given directly (gap {t['gap']:+.4f})"]
+               if (t := result.get("through_detector")) else []), "",
              f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}"]
     for label, row in result["per_class"].items():
         lines.append(f"{label:<10}{row['precision']:>10.3f}{row['recall']:>8.3f}{row['f1']:>8.3f}{row['support']:>9}")

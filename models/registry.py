@@ -288,6 +288,7 @@ def list_entries() -> list[dict]:
             "name": name, "role": role, "source": "repository: models/weights/" + path.name, "license": "MIT",
             "sha256": sha256_of(path), "cached": True, "size_bytes": path.stat().st_size, "path": str(path),
             "description": f"emoray's own CNN, FER-2013 val accuracy {metrics.get('val_accuracy', float('nan')):.4f}",
-            "metrics": {key: metrics.get(key) for key in ("val_accuracy", "val_macro_f1", "train_data_sha256", "command")},
+            "metrics": {key: metrics.get(key) for key in ("val_accuracy", "val_macro_f1", "val_ece", "val_ferplus_accuracy",
+                                                          "val_through_detector", "train_data_sha256", "command")},
         })
     return rows

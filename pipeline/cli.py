@@ -467,11 +467,13 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
               help="The images' own labels, or FER+'s majority votes (images without a clear majority left out).")
 @click.option("--votes", type=click.Path(exists=True, dir_okay=False), default=None,
               help="FER+ fer2013new.csv (default: ferplus/fer2013new.csv beside the data folder).")
+@click.option("--through-detector", is_flag=True,
+              help="Score the faces the pipeline's way: each upscaled 4x, padded, detected, cropped, classified.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Also write eval.json, confusion_matrix.png and reliability.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @exits_on_error
-def evaluate_command(data, model, split, tta, label_source, votes, output, as_json):
+def evaluate_command(data, model, split, tta, label_source, votes, through_detector, output, as_json):
     """Accuracy, macro-F1, per-class scores, the confusion matrix and the calibration of an emotion model.
 
     Calibration: the expected calibration error (ECE) over 15 equal-width confidence bins, and with -o a
@@ -482,10 +484,11 @@ def evaluate_command(data, model, split, tta, label_source, votes, output, as_js
       emoray eval --data ../shared/data/fer2013/val --model mini-xception
       emoray eval --data ../shared/data/fer2013 --split val --model emoray-fer.pt --tta -o report/
       emoray eval --data ../shared/data/fer2013/val --labels ferplus
+      emoray eval --data ../shared/data/fer2013/val --through-detector
     """
     import numpy as np
 
-    from models import EmotionClassifier
+    from models import EmotionClassifier, FaceDetector
     from models.datasets import ferplus_majority_targets, read_dataset
     from models.evaluate import evaluate, format_text, write_report
 
@@ -506,7 +509,8 @@ def evaluate_command(data, model, split, tta, label_source, votes, output, as_js
             raise click.BadParameter(f"none of the images of {data} has a FER+ majority vote in {votes}",
                                      param_hint="--labels")
         dataset = dataset.subset(np.flatnonzero(kept))
-    result = evaluate(EmotionClassifier(model, device="cpu"), dataset, tta=tta, targets=targets)
+    detector = FaceDetector(device="cpu", det_size=None) if through_detector else None
+    result = evaluate(EmotionClassifier(model, device="cpu"), dataset, tta=tta, targets=targets, detector=detector)
     result["labels_from"] = label_source
     if output:
         write_report(result, output)

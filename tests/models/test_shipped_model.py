@@ -28,6 +28,7 @@ def test_shipped_model_is_the_default_and_its_recorded_val_accuracy_holds(val):
     measured = evaluate(shipped, val)
     assert measured["accuracy"] == pytest.approx(shipped.metrics["val_accuracy"], abs=1e-9)
     assert shipped.metrics["val_data_sha256"] == val.fingerprint()
+    assert measured["calibration"]["ece"] == pytest.approx(shipped.metrics["val_ece"], abs=1e-9)
     assert measured["calibration"]["ece"] <= 0.03  # its probabilities mean what they say, within 3 points
     baseline = evaluate(EmotionClassifier("mini-xception", device="cpu"), val)
     assert measured["accuracy"] > baseline["accuracy"]

@@ -131,3 +131,18 @@ def test_eval_against_the_ferplus_majority_votes(tmp_path):
     missing = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--labels", "ferplus",
                                         "--votes", str(votes)])
     assert missing.exit_code == 2 and "none of the images" in missing.output
+
+
+def test_eval_through_the_detector_scores_the_faces_the_pipeline_way(tmp_path):
+    val = read_class_folders(shared("fer2013/val"))
+    for label in val.labels:  # 25 faces a class
+        (tmp_path / label).mkdir()
+        for name in val.names[val.targets == val.labels.index(label)][:25]:
+            (tmp_path / label / name).symlink_to(shared(f"fer2013/val/{label}/{name}"))
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--through-detector", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    through = report["through_detector"]
+    assert through["found"] >= 0.95 and report["images"] == round(through["found"] * 175)
+    assert report["accuracy"] == through["accuracy"] and through["gap"] == pytest.approx(
+        through["direct_accuracy"] - through["accuracy"])
