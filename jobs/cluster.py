@@ -45,7 +45,7 @@ def use_token_if_available() -> bool:
 
 
 def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = False,
-            object_store_bytes: int | None = None) -> None:
+            object_store_bytes: int | None = None, log_to_driver: bool = True) -> None:
     """Start or join Ray once per process (idempotent).
 
     A connected cluster (``address``) is used as its operator configured it. The embedded one, for a
@@ -57,6 +57,7 @@ def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = 
             Ray Train wants Ray's defaults (its controller asks the state API).
         dashboard: start Ray's dashboard (http://127.0.0.1:8265) with the embedded cluster.
         object_store_bytes: the embedded cluster's object store (None: Ray's default, 30% of memory).
+        log_to_driver: show what Ray's workers print (errors come back as exceptions either way).
     """
     if ray.is_initialized():
         return
@@ -64,9 +65,10 @@ def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = 
     if address not in (None, "auto"):  # Ray itself looks for a token only for a local or "auto" cluster
         use_token_if_available()
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        return _start_embedded(lean=lean and not dashboard, dashboard=dashboard, object_store_bytes=object_store_bytes)
+        return _start_embedded(lean=lean and not dashboard, dashboard=dashboard, object_store_bytes=object_store_bytes,
+                               log_to_driver=log_to_driver)
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             configure_logging=True, log_to_driver=True)
+             configure_logging=True, log_to_driver=log_to_driver)
 
 
 @contextlib.contextmanager
@@ -95,7 +97,7 @@ def _without_idle_services(enabled: bool) -> Iterator[None]:
         parameter.RayParams.__init__, node.Node.start_api_server = init, start_api_server
 
 
-def _start_embedded(*, lean: bool, dashboard: bool, object_store_bytes: int | None) -> None:
+def _start_embedded(*, lean: bool, dashboard: bool, object_store_bytes: int | None, log_to_driver: bool) -> None:
     global _reaper
     from ray._private import ray_constants
 
@@ -110,7 +112,7 @@ def _start_embedded(*, lean: bool, dashboard: bool, object_store_bytes: int | No
     try:
         with _without_idle_services(lean):
             ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
-                     log_to_driver=True, object_store_memory=object_store_bytes,
+                     log_to_driver=log_to_driver, object_store_memory=object_store_bytes,
                      _system_config={"prestart_worker_first_driver": False} if lean else None)
     finally:
         token_setup.setLevel(token_setup_level)

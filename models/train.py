@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from models import checkpoint, registry
 from models.augment import augment
+from models.errors import EmorayError
 from models.datasets import FaceDataset
 from models.emotion.archs import build
 
@@ -48,6 +49,15 @@ class TrainConfig:
     use_gpu: bool = False
     input_size: int = 48
     margin_frac: float = 0.0  # crop margin around detector boxes on video: 0 came closest to FER-2013 framing on val
+    freeze: float = 0.0  # share of the network's layers, from the input on, kept as they are (fine-tuning)
+
+
+FINE_TUNE_LR = 0.002  # 1/25 of the from-scratch peak: small data should nudge the weights, not replace them
+FINE_TUNE_FREEZE = 0.5  # the first half of the layers (edges, textures) stays as the start learned it
+
+
+class NoImprovementError(EmorayError, RuntimeError):
+    """Fine-tuning made no epoch better on val than the model it started from; nothing was written."""
 
 
 def fine_tuning_start(init_from: str, config: TrainConfig) -> tuple[TrainConfig, dict]:
@@ -101,12 +111,14 @@ def _train_loop(loop_config: dict) -> None:
         model.load_state_dict({k: v for k, v in loop_config["init_state"].items()
                                if k in own and own[k].shape == v.shape}, strict=False)
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
-                                weight_decay=config.weight_decay)
+    frozen = _freeze(model, config.freeze)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=0.9,
+                                nesterov=True, weight_decay=config.weight_decay)
     steps = math.ceil(len(shard) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, epochs=config.epochs, steps_per_epoch=steps,
                                                    pct_start=0.15)
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_state": None, "stale": 0, "history": []}
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_state": None, "best_tuned_accuracy": -1.0,
+             "best_tuned_state": None, "stale": 0, "history": []}
     state_path = Path(loop_config["state_path"])
     if loop_config["resume"] and state_path.exists():
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -114,12 +126,22 @@ def _train_loop(loop_config: dict) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         state = saved["state"]
+    elif loop_config.get("init_state"):  # epoch 0: the start, measured the way every epoch is, and the one to beat
+        started = time.perf_counter()
+        accuracy = float((predict(model, val_images, device).argmax(-1) == val_targets).mean())
+        state.update(best_accuracy=accuracy, best_state=_copy(model))
+        state["history"].append({"epoch": 0, "loss": None, "train_accuracy": None, "val_accuracy": accuracy,
+                                 "best_val_accuracy": accuracy, "seconds": time.perf_counter() - started})
+        if rank == 0:
+            _save_state(state_path, model, optimizer, schedule, state)
     network = ray.train.torch.prepare_model(model) if world > 1 else model
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
     for epoch in range(state["epoch"], config.epochs):
         started = time.perf_counter()
         network.train()
+        for module in frozen:  # frozen layers keep their BatchNorm statistics too
+            module.eval()
         order = torch.from_numpy(shard)[torch.randperm(len(shard), generator=generator)]
         total_loss, seen, correct = 0.0, 0, 0
         for start in range(0, len(order), config.batch_size):
@@ -142,20 +164,39 @@ def _train_loop(loop_config: dict) -> None:
         improved = accuracy > state["best_accuracy"]
         state.update(epoch=epoch + 1, stale=0 if improved else state["stale"] + 1)
         if improved:
-            state.update(best_accuracy=accuracy,
-                         best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            state.update(best_accuracy=accuracy, best_state=_copy(model))
+        if accuracy > state["best_tuned_accuracy"]:  # for --force-write when no epoch beats the start
+            state.update(best_tuned_accuracy=accuracy, best_tuned_state=state["best_state"] if improved else _copy(model))
         metrics = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                    "val_accuracy": accuracy, "best_val_accuracy": state["best_accuracy"],
                    "seconds": time.perf_counter() - started}
         state["history"].append(metrics)
         if rank == 0:
-            temporary = state_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "state": state}, temporary)
-            os.replace(temporary, state_path)
+            _save_state(state_path, model, optimizer, schedule, state)
         ray.train.report(metrics)
         if state["stale"] >= config.patience:
             break
+
+
+def _copy(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _save_state(path: Path, model: torch.nn.Module, optimizer, schedule, state: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "state": state}, temporary)
+    os.replace(temporary, path)
+
+
+def _freeze(model: torch.nn.Module, share: float) -> list[torch.nn.Module]:
+    """Freeze the first ``share`` of the layers that hold weights, from the input on; returns them."""
+    layers = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+    frozen = layers[:round(share * len(layers))]
+    for layer in frozen:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+    return frozen
 
 
 def _watch_epochs(state_path: Path, on_epoch: Callable[[dict], None], stop: threading.Event,
@@ -178,13 +219,21 @@ def _watch_epochs(state_path: Path, on_epoch: Callable[[dict], None], stop: thre
 
 
 def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, output: str | Path, *,
-          resume: bool = False, init_state: dict | None = None, command: str = "",
+          resume: bool = False, init_state: dict | None = None, force_write: bool = False, command: str = "",
           on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train on ``train_set``, select on ``val_set``, write the emoray checkpoint to ``output``.
+    """Train on ``train_set``, select on ``val_set``, write the emoray checkpoint to ``output`` and its
+    learning curve beside it (``<output>.curve.png``).
 
     The resumable state lives beside the output (``<output>.state.pt``); ``resume`` continues from
     its last completed epoch. ``on_epoch`` gets each epoch's metrics (loss, train and val accuracy,
-    best val accuracy, seconds) as training goes. Returns the metrics recorded in the checkpoint.
+    best val accuracy, seconds) as training goes. Fine-tuning (``init_state``) measures the start first
+    (epoch 0) and keeps the best epoch including it.
+
+    Raises:
+        NoImprovementError: fine-tuning made no epoch better than the start; nothing is written unless
+            ``force_write``, which writes the best fine-tuned epoch.
+    Returns:
+        The metrics recorded in the checkpoint.
     """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -226,8 +275,21 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     if result.error:
         raise result.error
     saved = torch.load(state_path, map_location="cpu", weights_only=True)["state"]
+    history = saved["history"]
+    best = max(history, key=lambda h: h["val_accuracy"])  # the first of equals: the start wins a tie
+    weights = saved["best_state"]
+    if init_state is not None and best["epoch"] == 0:
+        learning_curve_png(history, output.with_name(output.name + ".curve.png"))
+        tuned = max((h for h in history if h["epoch"] > 0), key=lambda h: h["val_accuracy"], default=None)
+        message = (f"no epoch beat the model fine-tuning started from: val accuracy {best['val_accuracy']:.4f} at the "
+                   f"start, {tuned['val_accuracy'] if tuned else float('nan'):.4f} at best after (epoch "
+                   f"{tuned['epoch'] if tuned else '-'})")
+        if not force_write or saved["best_tuned_state"] is None:
+            raise NoImprovementError(f"{message}; {output} was not written (--force-write writes the best "
+                                     "fine-tuned epoch anyway)")
+        weights, best = saved["best_tuned_state"], tuned
     payload = checkpoint.emotion_checkpoint(
-        {k: v.half() if v.is_floating_point() else v for k, v in saved["best_state"].items()},
+        {k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
         arch=config.arch, arch_kwargs=config.arch_kwargs,
         preprocess=checkpoint.Preprocess(input_size=size, channels=1, mean=NORMALIZE_MEAN, std=NORMALIZE_STD,
                                          margin_frac=config.margin_frac, mirror_average=True),
@@ -242,13 +304,37 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     val = evaluate(EmotionClassifier(output, device="cpu"), val_set)
     payload["metrics"] = {
         "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-        "epochs_run": saved["epoch"], "best_epoch": 1 + int(np.argmax([h["val_accuracy"] for h in saved["history"]])),
-        "history": saved["history"], "train_seconds": time.perf_counter() - started,
+        "epochs_run": saved["epoch"], "best_epoch": best["epoch"],
+        "history": history, "train_seconds": time.perf_counter() - started,
         "train_data_sha256": train_set.fingerprint(), "val_data_sha256": val_set.fingerprint(),
         "train_images": len(train_set), "val_images": len(val_set), "config": asdict(config), "command": command,
     }
     _save(payload, output)
+    learning_curve_png(history, output.with_name(output.name + ".curve.png"))
     return payload["metrics"]
+
+
+def learning_curve_png(history: list[dict], path: Path) -> None:
+    """Train and val accuracy (one view) and train loss per epoch; epoch 0 is the start of a fine-tune."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    epochs = [h["epoch"] for h in history]
+    figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(6, 5), sharex=True)
+    top.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
+    trained = [h for h in history if h["train_accuracy"] is not None]
+    top.plot([h["epoch"] for h in trained], [h["train_accuracy"] for h in trained], "s--", label="train accuracy")
+    best = max(history, key=lambda h: h["val_accuracy"])
+    top.axvline(best["epoch"], color="gray", linestyle=":", label=f"best: epoch {best['epoch']}")
+    top.set(ylabel="accuracy (one view)")
+    top.legend(loc="lower right")
+    bottom.plot([h["epoch"] for h in trained], [h["loss"] for h in trained], "s-", color="#c44e52")
+    bottom.set(xlabel="epoch", ylabel="train loss")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    pyplot.close(figure)
 
 
 def _save(payload: dict, output: Path) -> None:

@@ -91,10 +91,55 @@ def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
 def test_fine_tuning_starts_from_another_checkpoint(local_ray, own_faces, tmp_path):
     output = tmp_path / "tuned.pt"
     result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--init", "mini-xception", "--epochs", "1",
-                                       "--batch-size", "64", "-o", str(output)])
+                                       "--batch-size", "64", "-o", str(output), "--force-write"])
     assert result.exit_code == 0, result.output
     payload = torch.load(output, weights_only=True)
     assert payload["arch"] == "mini_xception" and payload["preprocess"]["input_size"] == 64
+
+
+@pytest.fixture(scope="module")
+def few_faces(tmp_path_factory) -> tuple[Path, object]:
+    """A user's small labeled folder, 40 faces a class taken from FER-2013 val, and the rest of val."""
+    root = tmp_path_factory.mktemp("few")
+    val = read_class_folders(shared("fer2013/val"))
+    taken = set()
+    for label in val.labels:
+        (root / label).mkdir()
+        for name in sorted(val.names[val.targets == val.labels.index(label)])[:40]:
+            (root / label / name).symlink_to(shared(f"fer2013/val/{label}/{name}"))
+            taken.add(name)
+    return root, val.subset(np.flatnonzero([name not in taken for name in val.names]))
+
+
+def test_fine_tuning_the_shipped_model_on_a_few_faces_does_not_make_it_worse(local_ray, few_faces, tmp_path):
+    folder, rest = few_faces
+    output = tmp_path / "tuned.pt"
+    # --force-write: the best fine-tuned epoch is written even if it does not beat the start, the worst case
+    result = CliRunner().invoke(main, ["train", "--data", str(folder), "--init", "emoray-vgg48-fer2013", "--epochs", "5",
+                                       "-o", str(output), "--force-write"])
+    assert result.exit_code == 0, result.output
+    history = torch.load(output, weights_only=True)["metrics"]["history"]
+    assert history[0]["epoch"] == 0 and history[0]["loss"] is None  # the start, measured first
+    assert torch.load(output, weights_only=True)["metrics"]["best_epoch"] > 0
+    assert (tmp_path / "tuned.pt.curve.png").stat().st_size > 1000
+    start = evaluate(EmotionClassifier(device="cpu"), rest)["accuracy"]
+    tuned = evaluate(EmotionClassifier(output, device="cpu"), rest)["accuracy"]
+    assert tuned >= start - 0.01, (start, tuned)  # on the 3,299 val faces it never saw
+
+
+def test_a_fine_tune_that_cannot_help_keeps_the_start_and_says_so_quietly(few_faces, tmp_path):
+    folder, _ = few_faces
+    output = tmp_path / "bad.pt"
+    command = [sys.executable, "-m", "pipeline.cli", "train", "--data", str(folder), "--init", "emoray-vgg48-fer2013",
+               "--epochs", "1", "--lr", "2", "--freeze", "0", "-o", str(output)]
+    env = os.environ | {"RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 1 and not output.exists()
+    lines = [line for line in (finished.stdout + finished.stderr).splitlines() if line.strip()]
+    assert lines[-1].startswith("emoray: no epoch beat the model fine-tuning started from"), lines
+    assert "was not written (--force-write" in lines[-1]
+    # emoray's table and its verdict, nothing of Ray Train's own (TrainingReport lines, controller warnings)
+    assert all(line.startswith(("epoch ", "emoray: ")) for line in lines), lines
 
 
 def test_eval_prints_the_accuracy_of_a_direct_computation(tmp_path):
