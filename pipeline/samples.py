@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import av
 import cv2
@@ -46,56 +47,53 @@ def _view(photo: np.ndarray, progress: float, width: int, height: int) -> np.nda
     return cv2.warpAffine(photo, transform, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def make_clip(path: str | Path, *, width: int, height: int, seconds: float, fps: int = 24,
-              period_seconds: float = 8.0, camera_like: bool = False) -> Path:
-    """Write an H.264 MP4 of the astronaut photo panned and zoomed (one cycle per ``period_seconds``).
-
-    ``camera_like`` encodes as IP cameras do (no B-frames, a keyframe every second), for live tests.
-    Written to a temporary name and renamed, so a clip that exists is complete.
-    """
+def _write_mp4(path: str | Path, frames: Iterator[np.ndarray], *, width: int, height: int, fps: int,
+               options: dict[str, str]) -> Path:
+    """Encode RGB frames as H.264 into ``path``, through a temporary name: a clip that exists is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    photo = astronaut()
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4", delete=False) as handle:
         temporary = Path(handle.name)
     try:
         with av.open(str(temporary), "w") as container:
             stream = container.add_stream("libx264", rate=fps, width=width, height=height, pix_fmt="yuv420p",
-                                          options={"preset": "veryfast", "crf": "20"}
-                                          | ({"tune": "zerolatency", "g": str(fps)} if camera_like else {}))
-            for index in range(int(round(seconds * fps))):
-                image = _view(photo, (index / fps / period_seconds) % 1.0, width, height)
+                                          options={"preset": "veryfast", "crf": "20"} | options)
+            for image in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
             container.mux(stream.encode())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def make_clip(path: str | Path, *, width: int, height: int, seconds: float, fps: int = 24,
+              period_seconds: float = 8.0, camera_like: bool = False) -> Path:
+    """Write an H.264 MP4 of the astronaut photo panned and zoomed (one cycle per ``period_seconds``).
+
+    ``camera_like`` encodes as IP cameras do (no B-frames, a keyframe every second), for live tests.
+    """
+    photo = astronaut()
+    frames = (_view(photo, (index / fps / period_seconds) % 1.0, width, height)
+              for index in range(int(round(seconds * fps))))
+    return _write_mp4(path, frames, width=width, height=height, fps=fps,
+                      options={"tune": "zerolatency", "g": str(fps)} if camera_like else {})
 
 
 def make_crowd_clip(path: str | Path, *, width: int = 1280, height: int = 720, seconds: float = 2.0, fps: int = 24,
                     rows: int = 4, columns: int = 6) -> Path:
     """Write an H.264 MP4 of a crowd: ``rows`` x ``columns`` panes, each the astronaut photo drifting
     at its own phase, so every frame holds that many real faces (a classroom, an audience)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     photo = astronaut()
     pane_w, pane_h = width // columns, height // rows
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
-        with av.open(str(temporary), "w") as container:
-            stream = container.add_stream("libx264", rate=fps, width=width, height=height, pix_fmt="yuv420p",
-                                          options={"preset": "veryfast", "crf": "20"})
-            for index in range(int(round(seconds * fps))):
-                image = np.zeros((height, width, 3), np.uint8)
-                for pane in range(rows * columns):
-                    top, left = (pane // columns) * pane_h, (pane % columns) * pane_w
-                    progress = (index / fps / 8.0 + pane / (rows * columns)) % 1.0
-                    image[top:top + pane_h, left:left + pane_w] = _view(photo, progress, pane_w, pane_h)
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+
+    def frames() -> Iterator[np.ndarray]:
+        for index in range(int(round(seconds * fps))):
+            image = np.zeros((height, width, 3), np.uint8)
+            for pane in range(rows * columns):
+                top, left = (pane // columns) * pane_h, (pane % columns) * pane_w
+                progress = (index / fps / 8.0 + pane / (rows * columns)) % 1.0
+                image[top:top + pane_h, left:left + pane_w] = _view(photo, progress, pane_w, pane_h)
+            yield image
+
+    return _write_mp4(path, frames(), width=width, height=height, fps=fps, options={})

@@ -23,7 +23,8 @@ import pytest
 from tests.cluster.nodes import LocalCluster
 from tests.conftest import shared
 
-CLIPS = {"two_faces.mp4": 56, "three_faces_walking.mp4": 41, "single_face.mp4": 72}  # decoded frames
+# decoded frames; the 169-frame clip keeps a job busy long enough to be stopped half-way (the others take ~1 s)
+CLIPS = {"two_faces.mp4": 56, "three_faces_walking.mp4": 41, "single_face.mp4": 72, "face_noface.mov": 169}
 TIMEOUT = 300
 
 
