@@ -28,6 +28,8 @@ def tta_probabilities(classifier: EmotionClassifier, images: np.ndarray, batch_s
 
 def probabilities(classifier: EmotionClassifier, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class probabilities of whole face images (n, h, w), in batches."""
+    if len(images) == 0:
+        return np.zeros((0, len(classifier.labels)), np.float32)
     return np.concatenate([classifier(images[start:start + batch_size]) for start in range(0, len(images), batch_size)])
 
 
@@ -104,7 +106,8 @@ def evaluate(classifier: EmotionClassifier, dataset: FaceDataset, *, tta: bool =
     if detector is not None:
         found, crops = through_detector(dataset.images, classifier, detector)
         direct_accuracy = float((scores[found].argmax(axis=1) == targets[found]).mean()) if found.any() else 0.0
-        scores, targets = probabilities(classifier, crops), targets[found]
+        scores = tta_probabilities(classifier, crops) if tta else probabilities(classifier, crops)
+        targets = targets[found]
         through_accuracy = float((scores.argmax(axis=1) == targets).mean()) if len(targets) else 0.0
         extra = {"through_detector": {"found": float(found.mean()), "accuracy": through_accuracy,
                                       "direct_accuracy": direct_accuracy, "gap": direct_accuracy - through_accuracy,
@@ -154,7 +157,7 @@ def reliability_png(result: dict, path: str | Path) -> None:
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
             title=f"{result['model']}\nECE {result['calibration']['ece']:.4f} ({len(bins)} bins)")
     top.legend(loc="upper left")
-    bottom.bar(centers, [b["count"] / result["images"] for b in bins], width=width * 0.9, color="#999999")
+    bottom.bar(centers, [b["count"] / max(result["images"], 1) for b in bins], width=width * 0.9, color="#999999")
     bottom.set(xlabel="confidence (top probability)", ylabel="share of faces")
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -50,6 +50,7 @@ class TrainConfig:
     input_size: int = 48
     margin_frac: float = 0.0  # crop margin around detector boxes on video: 0 came closest to FER-2013 framing on val
     freeze: float = 0.0  # share of the network's layers, from the input on, kept as they are (fine-tuning)
+    normalize: tuple[float, float] = (NORMALIZE_MEAN, NORMALIZE_STD)  # a fine-tune keeps its start's
 
 
 FINE_TUNE_LR = 0.002  # 1/25 of the from-scratch peak: small data should nudge the weights, not replace them
@@ -66,12 +67,14 @@ def fine_tuning_start(init_from: str, config: TrainConfig) -> tuple[TrainConfig,
     payload, _ = registry.resolve(init_from, "emotion")
     arch_kwargs = {name: value for name, value in payload["arch_kwargs"].items() if name != "num_classes"}
     config = replace(config, arch=payload["arch"], arch_kwargs=arch_kwargs,
-                     input_size=payload["preprocess"]["input_size"])
+                     input_size=payload["preprocess"]["input_size"],
+                     normalize=(payload["preprocess"]["mean"], payload["preprocess"]["std"]))
     return config, payload["state_dict"]
 
 
-def _normalize(images: torch.Tensor) -> torch.Tensor:
-    return (images.float() / 255.0 - NORMALIZE_MEAN) / NORMALIZE_STD
+def _normalize(images: torch.Tensor, normalize: tuple[float, float]) -> torch.Tensor:
+    mean, std = normalize
+    return (images.float() / 255.0 - mean) / std
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -80,13 +83,14 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 512) -> np.ndarray:
+def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, normalize: tuple[float, float],
+            batch_size: int = 512) -> np.ndarray:
     """Class probabilities (n, k) of uint8 images (n, h, w) already at the model's input size."""
     model.eval()
     outputs = []
     with torch.inference_mode(), _autocast(device):
         for start in range(0, len(images), batch_size):
-            batch = _normalize(torch.from_numpy(images[start:start + batch_size])[:, None].to(device))
+            batch = _normalize(torch.from_numpy(images[start:start + batch_size])[:, None].to(device), normalize)
             outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().softmax(-1).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
 
@@ -111,24 +115,26 @@ def _train_loop(loop_config: dict) -> None:
         model.load_state_dict({k: v for k, v in loop_config["init_state"].items()
                                if k in own and own[k].shape == v.shape}, strict=False)
     model = model.to(device, memory_format=torch.channels_last)
-    frozen = _freeze(model, config.freeze)
+    state_path = Path(loop_config["state_path"])
+    saved = (torch.load(state_path, map_location="cpu", weights_only=True)
+             if loop_config["resume"] and state_path.exists() else None)
+    freeze = saved["state"].get("freeze", config.freeze) if saved else config.freeze  # as the run began
+    frozen = _freeze(model, freeze)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=0.9,
                                 nesterov=True, weight_decay=config.weight_decay)
     steps = math.ceil(len(shard) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, epochs=config.epochs, steps_per_epoch=steps,
                                                    pct_start=0.15)
     state = {"epoch": 0, "best_accuracy": -1.0, "best_state": None, "best_tuned_accuracy": -1.0,
-             "best_tuned_state": None, "stale": 0, "history": []}
-    state_path = Path(loop_config["state_path"])
-    if loop_config["resume"] and state_path.exists():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+             "best_tuned_state": None, "stale": 0, "history": [], "freeze": freeze}
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
-        state = saved["state"]
+        state |= saved["state"]  # a state from an older emoray lacks the newer keys
     elif loop_config.get("init_state"):  # epoch 0: the start, measured the way every epoch is, and the one to beat
         started = time.perf_counter()
-        accuracy = float((predict(model, val_images, device).argmax(-1) == val_targets).mean())
+        accuracy = float((predict(model, val_images, device, config.normalize).argmax(-1) == val_targets).mean())
         state.update(best_accuracy=accuracy, best_state=_copy(model))
         state["history"].append({"epoch": 0, "loss": None, "train_accuracy": None, "val_accuracy": accuracy,
                                  "best_val_accuracy": accuracy, "seconds": time.perf_counter() - started})
@@ -146,7 +152,7 @@ def _train_loop(loop_config: dict) -> None:
         total_loss, seen, correct = 0.0, 0, 0
         for start in range(0, len(order), config.batch_size):
             index = order[start:start + config.batch_size].numpy()
-            batch = augment(_normalize(torch.from_numpy(images[index])[:, None].to(device)), generator)
+            batch = augment(_normalize(torch.from_numpy(images[index])[:, None].to(device), config.normalize), generator)
             labels = torch.from_numpy(targets[index]).to(device)
             with _autocast(device):
                 logits = network(batch.contiguous(memory_format=torch.channels_last))
@@ -159,7 +165,7 @@ def _train_loop(loop_config: dict) -> None:
             total_loss += loss.item() * len(index)
             seen += len(index)
             correct += int((logits.argmax(-1) == labels).sum())
-        probabilities = predict(model, val_images, device)
+        probabilities = predict(model, val_images, device, config.normalize)
         accuracy = float((probabilities.argmax(-1) == val_targets).mean())
         improved = accuracy > state["best_accuracy"]
         state.update(epoch=epoch + 1, stale=0 if improved else state["stale"] + 1)
@@ -284,14 +290,14 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         message = (f"no epoch beat the model fine-tuning started from: val accuracy {best['val_accuracy']:.4f} at the "
                    f"start, {tuned['val_accuracy'] if tuned else float('nan'):.4f} at best after (epoch "
                    f"{tuned['epoch'] if tuned else '-'})")
-        if not force_write or saved["best_tuned_state"] is None:
+        if not force_write or saved.get("best_tuned_state") is None:
             raise NoImprovementError(f"{message}; {output} was not written (--force-write writes the best "
                                      "fine-tuned epoch anyway)")
         weights, best = saved["best_tuned_state"], tuned
     payload = checkpoint.emotion_checkpoint(
         {k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
         arch=config.arch, arch_kwargs=config.arch_kwargs,
-        preprocess=checkpoint.Preprocess(input_size=size, channels=1, mean=NORMALIZE_MEAN, std=NORMALIZE_STD,
+        preprocess=checkpoint.Preprocess(input_size=size, channels=1, mean=config.normalize[0], std=config.normalize[1],
                                          margin_frac=config.margin_frac, mirror_average=True),
         labels=train_set.labels,
     )
@@ -301,7 +307,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     from models.classifier import EmotionClassifier
     from models.evaluate import evaluate
 
-    val = evaluate(EmotionClassifier(output, device="cpu"), val_set)
+    val = evaluate(EmotionClassifier(output, device="cpu", backend="torch"), val_set)  # no ONNX export of a draft
     payload["metrics"] = {
         "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
         "epochs_run": saved["epoch"], "best_epoch": best["epoch"],

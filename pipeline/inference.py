@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Generic, Protocol, TypeVar
 
 import numpy as np
+import psutil
 import ray
 
 from jobs.spec import ModelOptions
@@ -63,11 +64,13 @@ class ClusterPlan:
 
 
 def object_store_bytes(options: ModelOptions, cpus: int) -> int:
-    """An embedded object store sized to the job rather than Ray's 30% of memory: the frames of every
-    detector call that may be in flight (two per segment, a segment per CPU at most), four times over."""
+    """An embedded object store sized to the job: the frames of every detector call that may be in flight
+    (two per segment, a segment per CPU at most), four times over, and never more than Ray's default
+    (30% of the memory available), which large native frames on many CPUs would otherwise exceed."""
     side = options.det_size or NATIVE_FRAME_SIDE
     frames_in_flight = options.batch_size * 2 * max(1, cpus)
-    return max(MIN_OBJECT_STORE_BYTES, 4 * frames_in_flight * side * side * 3)
+    wanted = max(MIN_OBJECT_STORE_BYTES, 4 * frames_in_flight * side * side * 3)
+    return min(wanted, max(MIN_OBJECT_STORE_BYTES, int(0.3 * psutil.virtual_memory().available)))
 
 
 class Pending(Generic[T]):

@@ -49,7 +49,10 @@ class Monitor:
     def sample(self) -> tuple[float, float]:
         """Summed RSS and PSS in bytes now; records CPU times on the way."""
         with self._lock:  # a sample from before reset() must not raise the new peak
-            processes = {p.pid: p for p in [self._me, *self._me.children(recursive=True)]}
+            try:
+                processes = {p.pid: p for p in [self._me, *self._me.children(recursive=True)]}
+            except psutil.Error:  # the root has exited (a fresh run that just ended)
+                return 0.0, 0.0
             if self._external:
                 for p in psutil.process_iter(["cmdline", "username"]):
                     if p.info["username"] == self._me.username() and (p.info["cmdline"] or [""])[0].startswith("ray::"):
