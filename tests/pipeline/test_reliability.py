@@ -193,10 +193,12 @@ def test_sigterm_keeps_finished_videos_publishes_no_partial_one_and_exits_143(st
     out, stderr = stopped_run["out"], stopped_run["stderr"]
     assert stopped_run["exit_code"] == 143, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("emoray: stopped by SIGTERM: 1 videos complete"), stderr
-    assert "2 unfinished" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("emoray: stopped by SIGTERM: "), stderr
+    # the first video or two finished before the signal landed (the fixture looks at the processes first)
+    complete = int(lines[0].removeprefix("emoray: stopped by SIGTERM: ").split()[0])
+    assert 1 <= complete < 3 and f"{3 - complete} unfinished" in lines[0], lines[0]
     manifests = {p.stem: json.loads(p.read_text()) for p in (out / "manifest").glob("*.json")}
-    assert [m["status"] for m in manifests.values()] == ["complete"]
+    assert [m["status"] for m in manifests.values()] == ["complete"] * complete
     published = {p.parent.name.removeprefix("video_id=") for p in out.glob("f*/video_id=*/*.parquet")}
     assert published == set(manifests)
     assert json.loads((out / "job.json").read_text())["summary"]["stopped_by"] == "SIGTERM"
