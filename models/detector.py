@@ -1,40 +1,35 @@
-"""``FaceDetector``: batched RetinaFace on numpy or torch frames, on CPU (onnxruntime) or GPU (torch)."""
+"""``FaceDetector``: batched RetinaFace on numpy or torch frames, on CPU (onnxruntime) or GPU (torch).
+
+Decoding, thresholds and NMS run in numpy on the network's outputs, so a CPU process whose ONNX
+export is cached never imports torch (only frames of other sizes than ``det_size`` are resized by torch).
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from models import registry
-from models.backend import OnnxRunner, TorchRunner, resolve_backend
+from models.backend import choose, open_network
 from models.detections import Detections
-from models.device import resolve_device, resolve_half
 from models.retinaface.box_codec import decode_boxes, decode_landmarks
-from models.retinaface.network import RetinaFace
 from models.retinaface.nms import batched_nms
 from models.retinaface.priors import priors
 
-Frames = Union[np.ndarray, torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
-BGR_MEAN = (104.0, 117.0, 123.0)  # the mean RetinaFace was trained with, in BGR order
-PAD_RGB = (123, 117, 104)  # frames of a batch are padded with the mean: zero after normalization
+if TYPE_CHECKING:
+    import torch
+
+Frames = Union[np.ndarray, "torch.Tensor", Sequence[Union[np.ndarray, "torch.Tensor"]]]
+PAD_RGB = (123, 117, 104)  # frames of a batch are padded with the mean RetinaFace was trained with: zero after normalization
 
 
-class DetectorGraph(torch.nn.Module):
-    """uint8 (N, H, W, 3) RGB frames -> RetinaFace's outputs: the normalization is part of the graph."""
+def _build(payload: dict) -> Any:
+    from models.retinaface.graph import build
 
-    def __init__(self, network: RetinaFace) -> None:
-        super().__init__()
-        self.network = network
-        self.register_buffer("mean", torch.tensor(BGR_MEAN).reshape(1, 3, 1, 1))
-
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        bgr = frames.permute(0, 3, 1, 2).flip(1).to(self.mean.dtype) - self.mean
-        return self.network(bgr.contiguous(memory_format=torch.channels_last))
+    return build(payload)
 
 
 class FaceDetector:
@@ -76,31 +71,21 @@ class FaceDetector:
             raise ValueError(f"nms_iou must be in (0, 1], but got {nms_iou}")
         if det_size is not None and det_size < 32:
             raise ValueError(f"det_size must be at least 32 pixels or None, but got {det_size}")
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        payload, weights_id = registry.resolve(weights, "detector")
-        self.device = resolve_device(device)
-        self.backend = resolve_backend(backend, self.device)
-        self.half = resolve_half(half, self.device) and self.backend == "torch"
-        self.model_id = f"{weights_id}+{self.backend}"
+        self.device, self.backend = choose(device, backend)
+        self.half = (self.device != "cpu" if half is None else bool(half)) and self.backend == "torch"
         self.score_threshold, self.nms_iou, self.det_size, self.min_face = score_threshold, nms_iou, det_size, min_face
-        self.backbone: str = payload["backbone"]
-        network = RetinaFace(self.backbone)
-        network.load_state_dict(payload["state_dict"])
-        graph = DetectorGraph(network)
-        if self.backend == "onnx":
-            self.run = OnnxRunner(graph, torch.zeros(1, 64, 64, 3, dtype=torch.uint8), model_id=weights_id, variant={},
-                                  output_names=("loc", "conf", "landmarks"),
-                                  dynamic={0: "batch", 1: "height", 2: "width"}, num_threads=num_threads)
-        else:
-            self.run = TorchRunner(graph, self.device, half=self.half)
-        self._pad = torch.tensor(PAD_RGB, dtype=torch.uint8, device=self.device)
+        self.run, meta = open_network(weights, "detector", device=self.device, backend=self.backend, half=self.half,
+                                      num_threads=num_threads, build=_build,
+                                      describe=lambda payload: {"backbone": payload["backbone"]},
+                                      output_names=("loc", "conf", "landmarks"),
+                                      dynamic={0: "batch", 1: "height", 2: "width"})
+        self.model_id: str = meta["model_id"]
+        self.backbone: str = meta["backbone"]
 
     def info(self) -> dict:
         """What a remote caller needs to know about this detector (actors expose no attributes)."""
-        return {"model_id": self.model_id, "device": str(self.device), "half": self.half, "backend": self.backend}
+        return {"model_id": self.model_id, "device": self.device, "half": self.half, "backend": self.backend}
 
-    @torch.inference_mode()
     def __call__(self, frames: Frames) -> list[Detections]:
         """Detect faces in a batch of RGB frames.
 
@@ -114,77 +99,86 @@ class FaceDetector:
         batch, scales, shapes = self._prepare(frames)
         if batch is None:
             return []
-        loc, conf, landmarks = (output.to(self.device).float() for output in self.run(batch))
+        loc, conf, landmarks = self.run(batch)
         return self._postprocess(loc, conf, landmarks, batch.shape[1:3], scales, shapes)
 
-    def _prepare(self, frames: Frames) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[int, int]]]:
+    def _prepare(self, frames: Frames) -> tuple[np.ndarray | None, np.ndarray, list[tuple[int, int]]]:
         """Frames -> one (N, H, W, 3) uint8 RGB batch (resized, padded with the mean color), per-frame
         (sx, sy) scales and sizes. A batch of equal frames needing no resize passes as it is."""
-        with warnings.catch_warnings():  # read-only arrays (e.g. from Ray's object store) are only read here
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            if isinstance(frames, (np.ndarray, torch.Tensor)):
-                if frames.ndim != 4 or frames.shape[-1] != 3:
-                    raise ValueError(f"frames must be a batch with shape (N, H, W, 3) or a list of frames, "
-                                     f"but got shape {tuple(frames.shape)}")
-                batch = torch.as_tensor(frames)
-                if len(batch) and batch.dtype == torch.uint8 and self.det_size in (None, max(batch.shape[1:3])):
-                    shapes = [tuple(batch.shape[1:3])] * len(batch)
-                    return batch.to(self.device), torch.ones(len(batch), 2, device=self.device), shapes
-                items = list(batch)
-            else:
-                items = [torch.as_tensor(frame) for frame in frames]
+        if _is_array(frames):
+            batch = _numpy(frames)
+            if batch.ndim != 4 or batch.shape[-1] != 3:
+                raise ValueError(f"frames must be a batch with shape (N, H, W, 3) or a list of frames, "
+                                 f"but got shape {tuple(batch.shape)}")
+            if len(batch) and batch.dtype == np.uint8 and self.det_size in (None, max(batch.shape[1:3])):
+                return batch, np.ones((len(batch), 2), np.float32), [tuple(batch.shape[1:3])] * len(batch)
+            items = list(batch)
+        else:
+            items = [_numpy(frame) for frame in frames]
         if not items:
-            return None, torch.empty(0, 2), []
-        tensors, scales, shapes = [], [], []
+            return None, np.empty((0, 2), np.float32), []
+        images, scales, shapes = [], [], []
         for item in items:
             if item.ndim == 2:
-                item = item[..., None].expand(-1, -1, 3)
+                item = np.repeat(item[..., None], 3, axis=-1)
             if item.ndim != 3 or item.shape[-1] != 3:
                 raise ValueError(f"each frame must have shape (H, W, 3) or (H, W), but got {tuple(item.shape)}")
-            if item.dtype != torch.uint8:
+            if item.dtype != np.uint8:
                 raise ValueError(f"frames must be uint8, but got {item.dtype}")
             height, width = item.shape[:2]
-            image = item.to(self.device)
+            image = item
             if self.det_size is not None and max(height, width) != self.det_size:
-                factor = self.det_size / max(height, width)
-                size = (max(1, round(height * factor)), max(1, round(width * factor)))
-                planes = image.permute(2, 0, 1).unsqueeze(0).float()
-                planes = F.interpolate(planes, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
-                image = planes.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0)
+                image = _resize(item, self.det_size / max(height, width))
             scales.append((image.shape[1] / width, image.shape[0] / height))
             shapes.append((height, width))
-            tensors.append(image)
-        out_h, out_w = max(t.shape[0] for t in tensors), max(t.shape[1] for t in tensors)
-        batch = self._pad.expand(len(tensors), out_h, out_w, 3).clone()
-        for index, image in enumerate(tensors):
+            images.append(image)
+        out_h, out_w = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+        batch = np.empty((len(images), out_h, out_w, 3), np.uint8)
+        batch[:] = PAD_RGB
+        for index, image in enumerate(images):
             batch[index, :image.shape[0], :image.shape[1]] = image
-        return batch, torch.tensor(scales, device=self.device), shapes
+        return batch, np.array(scales, np.float32), shapes
 
-    def _postprocess(
-        self,
-        loc: torch.Tensor,
-        conf: torch.Tensor,
-        landmarks: torch.Tensor,
-        input_hw: tuple[int, int],
-        scales: torch.Tensor,
-        shapes: list[tuple[int, int]],
-    ) -> list[Detections]:
+    def _postprocess(self, loc: np.ndarray, conf: np.ndarray, landmarks: np.ndarray, input_hw: tuple[int, int],
+                     scales: np.ndarray, shapes: list[tuple[int, int]]) -> list[Detections]:
         height, width = int(input_hw[0]), int(input_hw[1])
-        anchors = priors(height, width, self.device)
-        frame_index, anchor_index = torch.nonzero(conf[..., 1] > self.score_threshold, as_tuple=True)
+        anchors = priors(height, width)
+        frame_index, anchor_index = np.nonzero(conf[..., 1] > self.score_threshold)
         scores = conf[frame_index, anchor_index, 1]
-        size = torch.tensor([width, height], device=self.device, dtype=torch.float32)
+        size = np.array([width, height], np.float32)
         scale = scales[frame_index]
-        boxes = decode_boxes(loc[frame_index, anchor_index], anchors[anchor_index]) * size.repeat(2) / scale.repeat(1, 2)
-        points = decode_landmarks(landmarks[frame_index, anchor_index], anchors[anchor_index]) * size / scale[:, None]
-        keep = batched_nms(boxes, scores, frame_index, self.nms_iou)
-        frame_index, boxes, scores, points = frame_index[keep].cpu(), boxes[keep].cpu(), scores[keep].cpu(), points[keep].cpu()
+        with np.errstate(over="ignore", invalid="ignore"):  # an untrained network's boxes may be infinite
+            boxes = decode_boxes(loc[frame_index, anchor_index], anchors[anchor_index]) * np.tile(size, 2) / np.tile(scale, 2)
+            points = decode_landmarks(landmarks[frame_index, anchor_index], anchors[anchor_index]) * size / scale[:, None]
+            keep = batched_nms(boxes, scores, frame_index, self.nms_iou)
+        frame_index, boxes, scores, points = frame_index[keep], boxes[keep], scores[keep], points[keep]
         results = []
         for index, (frame_h, frame_w) in enumerate(shapes):
             mine = frame_index == index
-            xyxy = boxes[mine].clone()
-            xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, frame_w)
-            xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, frame_h)
-            found = Detections(xyxy.numpy(), scores[mine].numpy(), points[mine].numpy())
+            xyxy = boxes[mine].astype(np.float32)
+            xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, frame_w)
+            xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, frame_h)
+            found = Detections(xyxy, scores[mine].astype(np.float32), points[mine].astype(np.float32))
             results.append(found[found.side >= self.min_face] if self.min_face > 0 else found)
         return results
+
+
+def _is_array(frames: Frames) -> bool:
+    return isinstance(frames, np.ndarray) or type(frames).__module__.startswith("torch")
+
+
+def _numpy(frames: Any) -> np.ndarray:
+    """A numpy array of a numpy array or a torch tensor (on any device), without importing torch."""
+    return frames if isinstance(frames, np.ndarray) else np.asarray(frames.detach().cpu().numpy())
+
+
+def _resize(image: np.ndarray, factor: float) -> np.ndarray:
+    """Bilinear resize by ``factor`` (antialiased when shrinking), as the detector's numbers were measured with."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = image.shape[:2]
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float()
+    planes = F.interpolate(planes, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
+    return planes.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()

@@ -1,4 +1,4 @@
-"""Where models run: pick the device and precision once, the same way for every model."""
+"""Which GPU torch sees: imported only where the answer is not plainly the CPU (``models.backend.choose``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,3 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device must be 'cpu' or 'auto' on a machine without a GPU, but got {device!r}")
     return resolved
-
-
-def resolve_half(half: bool | None, device: torch.device) -> bool:
-    """Half precision defaults to on for CUDA and off for CPU (where float16 convs are slow)."""
-    return device.type == "cuda" if half is None else bool(half)

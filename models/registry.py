@@ -233,12 +233,8 @@ def _download_url(url: str) -> Path:
     return target
 
 
-def resolve(weights: str | os.PathLike, role: str) -> tuple[dict, str]:
-    """Load the checkpoint for a registry name, a file path or a URL; fetches named weights on first use.
-
-    Returns the checkpoint dict (loaded with ``weights_only=True``) and a model id for outputs:
-    ``<name>@<first 12 hex of the checkpoint file's sha256>``.
-    """
+def locate(weights: str | os.PathLike, role: str) -> Path:
+    """The checkpoint file of a registry name, a file path or a URL; fetches named weights on first use."""
     text = os.fspath(weights)
     if text in SHIPPED:
         shipped_role, path = SHIPPED[text]
@@ -246,19 +242,29 @@ def resolve(weights: str | os.PathLike, role: str) -> tuple[dict, str]:
             raise WeightsError(f"{text}: the shipped weights {path} are missing from this installation")
         if shipped_role != role:
             raise WeightsError(f"{text!r} is a {shipped_role} model, not a {role} model")
-    elif text in ENTRIES:
+        return path
+    if text in ENTRIES:
         entry = ENTRIES[text]
         if entry.role != role:
             raise WeightsError(f"{text!r} is a {entry.role} model, not a {role} model")
-        path = fetch(entry)
-    elif text.startswith(("http://", "https://")):
-        path = _download_url(text)
-    else:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            known = ", ".join([name for name, entry in ENTRIES.items() if entry.role == role]
-                              + [name for name, (kind, _) in SHIPPED.items() if kind == role])
-            raise WeightsError(f"{text}: no such {role} weights file and not a known name (known: {known})")
+        return fetch(entry)
+    if text.startswith(("http://", "https://")):
+        return _download_url(text)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        known = ", ".join([name for name, entry in ENTRIES.items() if entry.role == role]
+                          + [name for name, (kind, _) in SHIPPED.items() if kind == role])
+        raise WeightsError(f"{text}: no such {role} weights file and not a known name (known: {known})")
+    return path
+
+
+def resolve(weights: str | os.PathLike, role: str) -> tuple[dict, str]:
+    """Load the checkpoint for a registry name, a file path or a URL (``locate``).
+
+    Returns the checkpoint dict (loaded with ``weights_only=True``) and a model id for outputs:
+    ``<name>@<first 12 hex of the checkpoint file's sha256>``.
+    """
+    path = locate(weights, role)
     payload = checkpoint.load(path, role)
     name = payload.get("name") or path.stem
     return payload, f"{name}@{sha256_of(path)[:12]}"

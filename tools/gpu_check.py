@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models import EmotionClassifier, FaceDetector
-from models.backend import resolve_backend
+from models.backend import choose
 
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
 folder = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/photos"
@@ -35,6 +35,6 @@ gpu(frames); torch.cuda.synchronize(); t = time.perf_counter()
 for _ in range(20): gpu(frames)
 torch.cuda.synchronize(); print("detector gpu fps at 640x360 batch 32:", round(20 * 32 / (time.perf_counter() - t)))
 try:
-    resolve_backend("onnx", torch.device("cuda")); print("onnx on cuda: NO ERROR (bug)")
+    choose("cuda", "onnx"); print("onnx on cuda: NO ERROR (bug)")
 except ValueError as e:
     print("onnx on cuda refused:", e)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 CENTER_VARIANCE = 0.1
 SIZE_VARIANCE = 0.2
 
 
-def decode_boxes(loc: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
     """(..., A, 4) offsets -> (..., A, 4) boxes as x1, y1, x2, y2 relative to the input size."""
     centers = priors[..., :2] + loc[..., :2] * CENTER_VARIANCE * priors[..., 2:]
-    sizes = priors[..., 2:] * torch.exp(loc[..., 2:] * SIZE_VARIANCE)
-    return torch.cat([centers - sizes / 2, centers + sizes / 2], dim=-1)
+    sizes = priors[..., 2:] * np.exp(loc[..., 2:] * SIZE_VARIANCE)
+    return np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=-1)
 
 
-def decode_landmarks(landmarks: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+def decode_landmarks(landmarks: np.ndarray, priors: np.ndarray) -> np.ndarray:
     """(..., A, 10) offsets -> (..., A, 5, 2) points (x, y) relative to the input size.
 
     Points: right eye, left eye, nose, right mouth corner, left mouth corner (subject's right/left).

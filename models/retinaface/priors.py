@@ -5,31 +5,26 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import torch
+import numpy as np
 
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))  # anchor side in input pixels, per stride
 
 
 @lru_cache(maxsize=16)
-def _priors_cpu(height: int, width: int) -> torch.Tensor:
+def priors(height: int, width: int) -> np.ndarray:
+    """Anchors for an input of (height, width) pixels: (A, 4) float32 as (cx, cy, w, h), relative to the
+    input size. Order matches the network's outputs: level by level, row-major over locations, then anchor size.
+    Cached: treat as read-only."""
     levels = []
     for stride, sizes in zip(STRIDES, ANCHOR_SIZES):
         rows, cols = math.ceil(height / stride), math.ceil(width / stride)
-        cy, cx = torch.meshgrid(
-            (torch.arange(rows, dtype=torch.float32) + 0.5) * stride / height,
-            (torch.arange(cols, dtype=torch.float32) + 0.5) * stride / width,
-            indexing="ij",
-        )
-        centers = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2).expand(-1, len(sizes), 2)
-        wh = torch.tensor([[size / width, size / height] for size in sizes])
-        levels.append(torch.cat([centers, wh.expand(centers.shape[0], -1, -1)], dim=-1).reshape(-1, 4))
-    return torch.cat(levels)
-
-
-def priors(height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Anchors for an input of (height, width) pixels: (A, 4) as (cx, cy, w, h), relative to the input size.
-
-    Order matches the network's outputs: level by level, row-major over locations, then anchor size.
-    """
-    return _priors_cpu(height, width).to(device)
+        cy, cx = np.meshgrid((np.arange(rows, dtype=np.float32) + 0.5) * stride / height,
+                             (np.arange(cols, dtype=np.float32) + 0.5) * stride / width, indexing="ij")
+        centers = np.broadcast_to(np.stack([cx, cy], axis=-1).reshape(-1, 1, 2), (rows * cols, len(sizes), 2))
+        wh = np.broadcast_to(np.array([[size / width, size / height] for size in sizes], np.float32),
+                             (rows * cols, len(sizes), 2))
+        levels.append(np.concatenate([centers, wh], axis=-1).reshape(-1, 4))
+    anchors = np.concatenate(levels).astype(np.float32)
+    anchors.flags.writeable = False
+    return anchors

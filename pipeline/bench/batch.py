@@ -36,8 +36,7 @@ from jobs.cluster import connect
 from jobs.manifest import COMPLETE
 from jobs.spec import JobSpec, RunOptions
 from models import EmotionClassifier, FaceDetector, registry
-from models.backend import resolve_backend
-from models.device import resolve_device
+from models.backend import choose
 from models.errors import EmorayError
 from pipeline.batch import BatchJob
 from pipeline.bench.monitor import Monitor
@@ -313,7 +312,7 @@ def run_bench(*, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, seconds: 
         "settings": {"resolutions": [_name(s) for s in resolutions], "seconds": seconds, "short_seconds": short_seconds,
                      "long_factor": long_factor, "fps": FPS, "det_size": det_size, "batch_size": batch_size,
                      "device": device,
-                     "backend": resolve_backend(backend, resolve_device(device)), "address": address, "workdir": str(workdir)},
+                     "backend": choose(device, backend)[1], "address": address, "workdir": str(workdir)},
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "ray": ray.__version__, "av": av.__version__, "python": platform.python_version(),
                     "other_cpu_share": other_share},

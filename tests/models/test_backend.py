@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from jobs.spec import ModelOptions
 from models import EmotionClassifier, FaceDetector, backend
@@ -16,6 +18,7 @@ from pipeline.inference import LocalModels
 from pipeline.sources.file import iter_frames, probe
 from tests.conftest import read_rgb, shared
 
+ROOT = Path(__file__).resolve().parents[2]
 CLIPS = ["WolfgangLanger_Pexels.mp4", "two_faces.mp4", "three_faces_walking.mp4", "face_noface.mov"]
 BOX_TOLERANCE_PX, PROBABILITY_TOLERANCE = 1e-3, 1e-4
 
@@ -64,26 +67,37 @@ def test_the_backend_is_part_of_the_model_ids(both):
 ])
 def test_bad_backends_are_clear_errors(name, device, message):
     with pytest.raises(ValueError, match=message):
-        backend.resolve_backend(name, torch.device(device))
+        backend.choose(device, name)
 
 
 def test_an_export_is_cached_and_a_corrupt_one_is_made_again(tmp_path, monkeypatch):
     monkeypatch.setenv("EMORAY_HOME", str(tmp_path))
-    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Softmax(dim=-1))
-    example = torch.zeros(1, 3)
-
-    def export():
-        return backend.exported(module, example, model_id="tiny@0123456789ab", variant={"v": 1},
-                                output_names=("p",), dynamic={0: "batch"})
-
-    path = export()
+    first = EmotionClassifier("mini-xception", device="cpu", backend="onnx")
+    (path,) = (tmp_path / "onnx").glob("mini-xception-*.onnx")
     record = json.loads(path.with_suffix(".json").read_text())
-    assert path.parent == tmp_path / "onnx" and record["sha256"] == backend.registry.sha256_of(path)
+    assert record["sha256"] == backend.registry.sha256_of(path) and record["meta"]["model_id"] == first.model_id
     modified = path.stat().st_mtime_ns
-    assert export() == path and path.stat().st_mtime_ns == modified  # cached: not exported again
+    crops = np.random.default_rng(0).integers(0, 256, (4, 64, 64), dtype=np.uint8)
+    again = EmotionClassifier("mini-xception", device="cpu", backend="onnx")
+    assert path.stat().st_mtime_ns == modified  # cached: not exported again
+    assert (again.model_id, again.labels, again.preprocess) == (first.model_id, first.labels, first.preprocess)
     path.write_bytes(b"not an onnx model")
-    assert backend.registry.sha256_of(export()) == record["sha256"]  # exported again, the same bytes
-    runner = backend.OnnxRunner(module, example, model_id="tiny@0123456789ab", variant={"v": 1},
-                                output_names=("p",), dynamic={0: "batch"})
-    inputs = torch.randn(4, 3)
-    np.testing.assert_allclose(runner(inputs)[0].numpy(), module(inputs).detach().numpy(), atol=1e-6)
+    repaired = EmotionClassifier("mini-xception", device="cpu", backend="onnx")
+    assert backend.registry.sha256_of(path) == record["sha256"]  # exported again, the same bytes
+    np.testing.assert_array_equal(repaired(crops), first(crops))
+
+
+def test_a_cpu_process_with_the_exports_cached_never_imports_torch():
+    """torch costs a model actor about a second of start-up and ~100 MB; onnxruntime needs none of it."""
+    LocalModels(ModelOptions())  # exports cached by now (also when this test runs alone)
+    code = "\n".join([
+        "import sys, numpy as np",
+        "from jobs.spec import ModelOptions",
+        "from pipeline.inference import LocalModels",
+        "models = LocalModels(ModelOptions())",
+        "models.detect(np.zeros((2, 360, 640, 3), np.uint8)).result()",
+        "models.classify(np.zeros((1, 48, 48), np.uint8))",
+        "print(models.model_ids()['detector'], 'torch' in sys.modules)",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [LocalModels(ModelOptions()).model_ids()["detector"], "False"]
