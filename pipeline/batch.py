@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import ray
 
@@ -36,7 +36,9 @@ from pipeline.sinks.parquet import FACES, PART_NAME, STAGING, TABLES, VideoResul
 from pipeline.sources.file import VideoInfo
 from pipeline.stages import inspect_video, process_segment
 from pipeline.stopping import StopRequest
-from pipeline.track import FaceTracker
+
+if TYPE_CHECKING:
+    from pipeline.track import FaceTracker
 
 SKIPPED, INTERRUPTED = "skipped", "interrupted"
 
@@ -68,7 +70,7 @@ class _Video:
     segments: deque = field(default_factory=deque)  # not yet submitted
     submitted: deque = field(default_factory=deque)  # (segment, ref) in order
     writer: VideoResultsWriter | None = None
-    tracker: FaceTracker | None = None  # once the frame rate is known
+    tracker: "FaceTracker | None" = None  # once the frame rate is known
     last_pts: float = -1.0
     annotate_ref: ray.ObjectRef | None = None
     shared_faces: str | None = None  # the staged faces file uploaded for the annotate task (output in a store)
@@ -309,6 +311,8 @@ class BatchJob:
         video.writer = VideoResultsWriter(self.out, video.video_id, str(video.path), self.labels, metadata,
                                           smoothing_seconds=self.options.smoothing_seconds,
                                           min_episode_seconds=self.options.min_episode_seconds)
+        from pipeline.track import FaceTracker  # supervision and scipy: ~0.7 s, imported while Ray starts (cli)
+
         video.tracker = FaceTracker(frame_rate=_processed_fps(info, self.options.fps))
         return True
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -117,6 +119,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
       emoray run /data/study --glob '*.mp4' -o /data/out --address auto
     Then: emoray query results/ "SELECT emotion, count(*) FROM faces GROUP BY 1"
     """
+    import ray
     from rich.console import Console
 
     from jobs.cluster import connect
@@ -132,10 +135,13 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
     with output_lock(output), stop_on_signals() as signals:
+        # the tracker's libraries load on this process's idle core while the embedded Ray's services start
+        threading.Thread(target=importlib.import_module, args=("pipeline.track",), daemon=True).start()
         connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(options, os.cpu_count() or 1))
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
         with JobProgress(Console(stderr=True)) as progress:
             outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()
+        ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
     failed = [o for o in outcomes if o.status == "failed"]
     if signals.request.is_set():
         click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)
