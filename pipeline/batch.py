@@ -11,10 +11,12 @@ finished videos stay, unfinished ones leave nothing visible.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import itertools
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
@@ -79,6 +81,12 @@ class _Video:
 
 class _Interrupted(Exception):
     """The job's ``StopRequest`` was set before the models were ready."""
+
+
+def preload_tracker() -> None:
+    """Import the tracker's libraries (supervision, scipy: ~0.7 s) in a thread. Called before an embedded Ray
+    starts, they load on the core its starting services leave idle, instead of after the first segment."""
+    threading.Thread(target=importlib.import_module, args=("pipeline.track",), daemon=True).start()
 
 
 def check_output_writable(out: str | Path) -> None:
@@ -311,7 +319,7 @@ class BatchJob:
         video.writer = VideoResultsWriter(self.out, video.video_id, str(video.path), self.labels, metadata,
                                           smoothing_seconds=self.options.smoothing_seconds,
                                           min_episode_seconds=self.options.min_episode_seconds)
-        from pipeline.track import FaceTracker  # supervision and scipy: ~0.7 s, imported while Ray starts (cli)
+        from pipeline.track import FaceTracker  # see preload_tracker
 
         video.tracker = FaceTracker(frame_rate=_processed_fps(info, self.options.fps))
         return True

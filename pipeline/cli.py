@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -124,7 +122,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
 
     from jobs.cluster import connect
     from jobs.lock import output_lock
-    from pipeline.batch import BatchJob, check_output_writable
+    from pipeline.batch import BatchJob, check_output_writable, preload_tracker
     from pipeline.inference import object_store_bytes
     from pipeline.report import JobProgress, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
@@ -135,8 +133,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
     with output_lock(output), stop_on_signals() as signals:
-        # the tracker's libraries load on this process's idle core while the embedded Ray's services start
-        threading.Thread(target=importlib.import_module, args=("pipeline.track",), daemon=True).start()
+        preload_tracker()
         connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(options, os.cpu_count() or 1))
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
         with JobProgress(Console(stderr=True)) as progress:

@@ -17,6 +17,8 @@ PROCESS_STARTED = psutil.Process().create_time()
 
 def main() -> None:
     clip, out, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    import ray
+
     from pipeline.api import run_batch
 
     first_result: list[float] = []
@@ -26,6 +28,7 @@ def main() -> None:
             first_result.append(time.time() - PROCESS_STARTED)
 
     (outcome,) = run_batch([clip], out, force=True, on_progress=on_progress, **options)
+    ray.shutdown()  # as emoray run does
     if outcome.status != "complete":
         sys.exit(f"{clip}: {outcome.error}")
     print(json.dumps({"first_result_s": first_result[0] if first_result else None, "frames": outcome.frames,
