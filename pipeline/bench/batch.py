@@ -134,7 +134,7 @@ def _run_job(inputs: Path, out: Path, options: RunOptions, monitor: Monitor) -> 
     """One real ``BatchJob`` over a clip or a folder: frames, seconds of ``run()`` and to its first result,
     peak and baseline memory."""
     first_result: list[float] = []
-    started = time.perf_counter()
+    started = 0.0  # set when run() starts; the closure reads it then
 
     def on_progress(state: dict) -> None:
         if state["frames"] and not first_result:
