@@ -35,7 +35,7 @@ BACKENDS = ("auto", "torch", "onnx")
 OPSET = 17
 EXPORT_VERSION = 2  # raise when a graph wrapper or the record changes, so caches are exported again
 # a CUDA (or ROCm) GPU needs its driver, which shows here; without one "auto" means the CPU, known without torch
-GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # dxg: WSL2
 
 
 def choose(device: str | None, backend: str) -> tuple[str, str]:
@@ -55,7 +55,8 @@ def choose(device: str | None, backend: str) -> tuple[str, str]:
     if requested != "cpu":
         from models.device import resolve_device
 
-        requested = str(resolve_device(requested))
+        resolved = resolve_device(requested)
+        requested = "cpu" if resolved.type == "cpu" else str(resolved)
     return requested, backend if backend != "auto" else ("onnx" if requested == "cpu" else "torch")
 
 
@@ -122,14 +123,14 @@ def open_network(weights: str | os.PathLike, role: str, *, device: str, backend:
     """
     path = registry.locate(weights, role)
     digest = registry.sha256_of(path)
-    if backend == "onnx" and (cached := _cached_export(path, digest)):
+    if backend == "onnx" and (cached := _cached_export(path, digest, role)):
         onnx_path, meta = cached
         return OnnxRunner(onnx_path, num_threads), meta
     payload = checkpoint.load(path, role)
     meta = describe(payload) | {"model_id": f"{payload.get('name') or path.stem}@{digest[:12]}+{backend}"}
     module, example = build(payload)
     if backend == "onnx":
-        return OnnxRunner(export(module, example, _export_path(path, digest), meta=meta, output_names=output_names,
+        return OnnxRunner(export(module, example, _export_path(path, digest, role), meta=meta, output_names=output_names,
                                  dynamic=dynamic), num_threads), meta
     if num_threads:
         import torch
@@ -138,14 +139,14 @@ def open_network(weights: str | os.PathLike, role: str, *, device: str, backend:
     return TorchRunner(module, device, half=half), meta
 
 
-def _export_path(checkpoint_path: Path, digest: str) -> Path:
-    key = f"{digest}-v{EXPORT_VERSION}-opset{OPSET}"
+def _export_path(checkpoint_path: Path, digest: str, role: str) -> Path:
+    key = f"{role}-{digest}-v{EXPORT_VERSION}-opset{OPSET}"
     return registry.home() / "onnx" / f"{checkpoint_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
 
 
-def _cached_export(checkpoint_path: Path, digest: str) -> tuple[Path, dict] | None:
+def _cached_export(checkpoint_path: Path, digest: str, role: str) -> tuple[Path, dict] | None:
     """The export of the checkpoint with sha256 ``digest`` and its metadata, when cached and intact."""
-    path = _export_path(checkpoint_path, digest)
+    path = _export_path(checkpoint_path, digest, role)
     record = path.with_suffix(".json")
     if not (path.is_file() and record.is_file()):
         return None
@@ -178,7 +179,12 @@ def export(module: torch.nn.Module, example: torch.Tensor, path: Path, *, meta: 
                               dynamic_axes={"input": dynamic})
         (Path(scratch) / record.name).write_text(json.dumps(
             {"sha256": registry.sha256_of(temporary), "meta": meta, "export_version": EXPORT_VERSION,
-             "opset": OPSET, "torch": torch.__version__}, indent=1))
+             "opset": OPSET, "torch": torch.__version__}, indent=1, default=_jsonable))
         os.replace(temporary, path)  # the model first: a record never points at a missing or older file
         os.replace(Path(scratch) / record.name, record)
     return path
+
+
+def _jsonable(value: object) -> object:
+    """A tensor or numpy value in a checkpoint's metrics, as JSON (lists and numbers)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)

@@ -55,7 +55,7 @@ class EmotionClassifier:
         backend: str = "auto",
     ) -> None:
         self.device, self.backend = choose(device, backend)
-        self.half = (self.device != "cpu" if half is None else bool(half)) and self.backend == "torch"
+        self.half = (self.device.startswith("cuda") if half is None else bool(half)) and self.backend == "torch"
         self.run, meta = open_network(weights, "emotion", device=self.device, backend=self.backend, half=self.half,
                                       num_threads=num_threads, build=_build, describe=_describe,
                                       output_names=("probabilities",), dynamic={0: "batch"})

@@ -72,7 +72,7 @@ class FaceDetector:
         if det_size is not None and det_size < 32:
             raise ValueError(f"det_size must be at least 32 pixels or None, but got {det_size}")
         self.device, self.backend = choose(device, backend)
-        self.half = (self.device != "cpu" if half is None else bool(half)) and self.backend == "torch"
+        self.half = (self.device.startswith("cuda") if half is None else bool(half)) and self.backend == "torch"
         self.score_threshold, self.nms_iou, self.det_size, self.min_face = score_threshold, nms_iou, det_size, min_face
         self.run, meta = open_network(weights, "detector", device=self.device, backend=self.backend, half=self.half,
                                       num_threads=num_threads, build=_build,
@@ -179,6 +179,8 @@ def _resize(image: np.ndarray, factor: float) -> np.ndarray:
 
     height, width = image.shape[:2]
     size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float()
+    with warnings.catch_warnings():  # read-only frames (e.g. from Ray's object store) are only read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float()
     planes = F.interpolate(planes, size=size, mode="bilinear", antialias=factor < 1, align_corners=False)
     return planes.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jobs.spec import ModelOptions
-from models import EmotionClassifier, FaceDetector, backend
+from models import EmotionClassifier, FaceDetector, WeightsError, backend
 from pipeline.faces import FaceStep
 from pipeline.inference import LocalModels
 from pipeline.sources.file import iter_frames, probe
@@ -101,3 +101,9 @@ def test_a_cpu_process_with_the_exports_cached_never_imports_torch():
     ])
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.split() == [LocalModels(ModelOptions()).model_ids()["detector"], "False"]
+
+
+def test_a_cached_detector_export_is_never_taken_for_a_classifier():
+    detector = FaceDetector(device="cpu")  # its export is cached now
+    with pytest.raises(WeightsError, match="not a emotion checkpoint"):
+        EmotionClassifier(backend.registry.cached_path(detector.model_id.split("@")[0]), device="cpu")
