@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
 OPSET = 17
-EXPORT_VERSION = 2  # raise when a graph wrapper or the record changes, so caches are exported again
+EXPORT_VERSION = 3  # raise when a graph wrapper or the record changes, so caches are exported again
 # a CUDA (or ROCm) GPU needs its driver, which shows here; without one "auto" means the CPU, known without torch
 GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # dxg: WSL2
 

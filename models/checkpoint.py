@@ -2,8 +2,9 @@
 
 Detector: ``{"format": "emoray.detector", "backbone", "state_dict"}``.
 Emotion: ``{"format": "emoray.emotion", "arch", "arch_kwargs", "preprocess", "labels", "state_dict",
-"metrics"}``: the architecture and its preprocessing travel with the weights, so any checkpoint
-plugs into ``EmotionClassifier`` unchanged.
+"metrics"}`` and, from ``emoray train``, ``"temperature"`` (``models.calibration``; 1 when absent): the
+architecture, its preprocessing and calibration travel with the weights, so any checkpoint plugs into
+``EmotionClassifier`` unchanged.
 """
 
 from __future__ import annotations

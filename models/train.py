@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models import checkpoint, registry
+from models.calibration import fit_temperature
 from models.augment import augment
 from models.errors import EmorayError
 from models.datasets import FaceDataset
@@ -302,6 +303,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         labels=train_set.labels,
     )
     payload["name"] = output.stem
+    payload["temperature"] = fit_temperature(_val_logits(payload, resized[1]), val_set.targets)
     _save(payload, output)
     # the recorded val metrics are those of the shipped weights, computed the way `emoray eval` does
     from models.classifier import EmotionClassifier
@@ -309,7 +311,8 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
 
     val = evaluate(EmotionClassifier(output, device="cpu", backend="torch"), val_set)  # no ONNX export of a draft
     payload["metrics"] = {
-        "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+        "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"], "val_ece": val["calibration"]["ece"],
+        "temperature": payload["temperature"],
         "epochs_run": saved["epoch"], "best_epoch": best["epoch"],
         "history": history, "train_seconds": time.perf_counter() - started,
         "train_data_sha256": train_set.fingerprint(), "val_data_sha256": val_set.fingerprint(),
@@ -318,6 +321,18 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     _save(payload, output)
     learning_curve_png(history, output.with_name(output.name + ".curve.png"))
     return payload["metrics"]
+
+
+def _val_logits(payload: dict, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(views, n, classes) logits of the checkpoint's graph on uint8 images at its input size, for the temperature."""
+    from models.emotion.graph import build as build_graph
+
+    graph, _ = build_graph(payload)
+    graph.eval()
+    with torch.inference_mode():
+        parts = [graph.logits(torch.from_numpy(images[start:start + batch_size]))
+                 for start in range(0, len(images), batch_size)]
+    return torch.cat(parts, dim=1).numpy()
 
 
 def learning_curve_png(history: list[dict], path: Path) -> None:

@@ -481,7 +481,8 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
                            force_write=force_write, command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
     kept = "the start, unchanged" if metrics["best_epoch"] == 0 else f"epoch {metrics['best_epoch']}"
     click.echo(f"wrote {output}: val accuracy {metrics['val_accuracy']:.4f} mirror-averaged, as emoray eval and run "
-               f"classify (the table's are one view); best {kept} of {metrics['epochs_run']}, "
+               f"classify (the table's are one view), calibration error {metrics['val_ece']:.3f} at temperature "
+               f"{metrics['temperature']:.2f}; best {kept} of {metrics['epochs_run']}, "
                f"{metrics['train_seconds'] / 60:.1f} min; learning curve {output}.curve.png")
 
 

@@ -10,22 +10,28 @@ from models.emotion.archs import build as build_network
 
 
 class ClassifierGraph(torch.nn.Module):
-    """uint8 crops at the input size, (n, s, s) gray or (n, s, s, 3) RGB -> (n, classes) probabilities."""
+    """uint8 crops at the input size, (n, s, s) gray or (n, s, s, 3) RGB -> (n, classes) probabilities.
 
-    def __init__(self, network: torch.nn.Module, preprocess: Preprocess) -> None:
+    ``temperature`` divides the logits before the softmax (``models.calibration``; 1 leaves them as trained).
+    """
+
+    def __init__(self, network: torch.nn.Module, preprocess: Preprocess, temperature: float = 1.0) -> None:
         super().__init__()
         self.network, self.preprocess = network, preprocess
-        self.register_buffer("scale", torch.tensor(1.0))  # follows the network's dtype and device
+        self.register_buffer("temperature", torch.tensor(float(temperature)))  # follows the network's dtype and device
+
+    def logits(self, crops: torch.Tensor) -> torch.Tensor:
+        """(views, n, classes) float32 logits: the crops, and their mirror images when ``mirror_average``."""
+        planes = crops[:, None] if self.preprocess.channels == 1 else crops.permute(0, 3, 1, 2)
+        batch = (planes.to(self.temperature.dtype) / 255.0 - self.preprocess.mean) / self.preprocess.std
+        views = 2 if self.preprocess.mirror_average else 1
+        if views == 2:
+            batch = torch.cat([batch, batch.flip(-1)])
+        logits = self.network(batch).float()
+        return logits.reshape(views, crops.shape[0], logits.shape[-1])
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        planes = crops[:, None] if self.preprocess.channels == 1 else crops.permute(0, 3, 1, 2)
-        batch = (planes.to(self.scale.dtype) / 255.0 - self.preprocess.mean) / self.preprocess.std
-        if self.preprocess.mirror_average:
-            batch = torch.cat([batch, batch.flip(-1)])
-        probabilities = self.network(batch).float().softmax(dim=-1)
-        if self.preprocess.mirror_average:
-            probabilities = probabilities.reshape(2, crops.shape[0], probabilities.shape[-1]).mean(dim=0)
-        return probabilities
+        return (self.logits(crops) / self.temperature.float()).softmax(dim=-1).mean(dim=0)
 
 
 def build(payload: dict) -> tuple[ClassifierGraph, torch.Tensor]:
@@ -35,4 +41,4 @@ def build(payload: dict) -> tuple[ClassifierGraph, torch.Tensor]:
     network.load_state_dict(payload["state_dict"])
     size = preprocess.input_size
     shape = (2, size, size) if preprocess.channels == 1 else (2, size, size, 3)
-    return ClassifierGraph(network, preprocess), torch.zeros(shape, dtype=torch.uint8)
+    return ClassifierGraph(network, preprocess, payload.get("temperature", 1.0)), torch.zeros(shape, dtype=torch.uint8)

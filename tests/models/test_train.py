@@ -58,7 +58,11 @@ def test_a_short_ray_train_run_beats_chance_and_round_trips(local_ray, own_faces
     payload = torch.load(output, weights_only=True)
     assert payload["arch"] == "vgg_face48" and payload["preprocess"]["input_size"] == 48
     assert payload["metrics"]["train_data_sha256"] == parts["train"].fingerprint()
-    assert payload["metrics"]["val_accuracy"] == evaluate(classifier, parts["val"])["accuracy"]
+    on_val = evaluate(classifier, parts["val"])
+    assert payload["metrics"]["val_accuracy"] == on_val["accuracy"]
+    # calibrated on val: the stored temperature is the one the classifier applies, and its ECE is recorded
+    assert payload["metrics"]["temperature"] == payload["temperature"] != 1.0
+    assert payload["metrics"]["val_ece"] == pytest.approx(on_val["calibration"]["ece"], abs=1e-6)
 
 
 def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
