@@ -18,8 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 from jobs.cluster import connect
 from jobs.spec import JobSpec, ModelOptions, RunOptions
-from pipeline.batch import BatchJob, VideoOutcome, preload_tracker
-from pipeline.inference import object_store_bytes
+from pipeline.batch import BatchJob, VideoOutcome, connect_for
 from pipeline.results import FaceBatch
 from pipeline.sources.live import LiveSourceOptions
 
@@ -47,8 +46,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     """
     spec = JobSpec(inputs=tuple(str(path) for path in inputs), output=str(output), options=RunOptions(**options),
                    glob=glob, force=force)
-    preload_tracker()
-    connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(spec.options, os.cpu_count() or 1))
+    connect_for(spec.options, address, dashboard=dashboard)
     return BatchJob(spec, on_progress=on_progress).run()
 
 

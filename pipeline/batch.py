@@ -29,10 +29,11 @@ from jobs import storage
 from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
 from jobs.lock import output_lock
 from jobs.manifest import COMPLETE, FAILED, is_complete, manifest_path, read_manifest, write_json_atomic
-from jobs.spec import JobSpec
+from jobs.cluster import connect
+from jobs.spec import JobSpec, RunOptions
 from models.errors import EmorayError
 from pipeline.errors import InputError, OutputError
-from pipeline.inference import ActorModels, ClusterPlan, start_actors
+from pipeline.inference import ActorModels, ClusterPlan, object_store_bytes, start_actors
 from pipeline.results import FaceBatch
 from pipeline.sinks.parquet import FACES, PART_NAME, STAGING, TABLES, VideoResultsWriter, partition_dir, remove_published
 from pipeline.sources.file import VideoInfo
@@ -83,10 +84,12 @@ class _Interrupted(Exception):
     """The job's ``StopRequest`` was set before the models were ready."""
 
 
-def preload_tracker() -> None:
-    """Import the tracker's libraries (supervision, scipy: ~0.7 s) in a thread. Called before an embedded Ray
-    starts, they load on the core its starting services leave idle, instead of after the first segment."""
+def connect_for(options: RunOptions, address: str | None, *, dashboard: bool = False) -> None:
+    """Join ``address`` or start the embedded Ray, with an object store sized to the job. Meanwhile the
+    tracker's libraries (supervision, scipy: ~0.7 s) are imported in a thread, on the core Ray's starting
+    services leave idle, instead of after the first segment."""
     threading.Thread(target=importlib.import_module, args=("pipeline.track",), daemon=True).start()
+    connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(options, os.cpu_count() or 1))
 
 
 def check_output_writable(out: str | Path) -> None:
@@ -319,7 +322,7 @@ class BatchJob:
         video.writer = VideoResultsWriter(self.out, video.video_id, str(video.path), self.labels, metadata,
                                           smoothing_seconds=self.options.smoothing_seconds,
                                           min_episode_seconds=self.options.min_episode_seconds)
-        from pipeline.track import FaceTracker  # see preload_tracker
+        from pipeline.track import FaceTracker  # see connect_for
 
         video.tracker = FaceTracker(frame_rate=_processed_fps(info, self.options.fps))
         return True

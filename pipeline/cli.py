@@ -120,10 +120,8 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     import ray
     from rich.console import Console
 
-    from jobs.cluster import connect
     from jobs.lock import output_lock
-    from pipeline.batch import BatchJob, check_output_writable, preload_tracker
-    from pipeline.inference import object_store_bytes
+    from pipeline.batch import BatchJob, check_output_writable, connect_for
     from pipeline.report import JobProgress, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
@@ -133,8 +131,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
     with output_lock(output), stop_on_signals() as signals:
-        preload_tracker()
-        connect(address, dashboard=dashboard, object_store_bytes=object_store_bytes(options, os.cpu_count() or 1))
+        connect_for(options, address, dashboard=dashboard)
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
         with JobProgress(Console(stderr=True)) as progress:
             outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()

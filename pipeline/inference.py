@@ -132,7 +132,7 @@ class LocalModels:
 
 class ModelsActor:
     """``LocalModels`` in a Ray actor: a segment's detections and its crops go to one process, and the
-    models are imported there, so the driver that starts it never loads torch (a second and ~100 MB)."""
+    models are imported there, so the driver that starts it never loads torch (a second and ~180 MB)."""
 
     def __init__(self, options: ModelOptions, num_threads: int) -> None:
         self.models = LocalModels(options, num_threads=num_threads)

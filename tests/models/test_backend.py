@@ -88,7 +88,7 @@ def test_an_export_is_cached_and_a_corrupt_one_is_made_again(tmp_path, monkeypat
 
 
 def test_a_cpu_process_with_the_exports_cached_never_imports_torch():
-    """torch costs a model actor about a second of start-up and ~100 MB; onnxruntime needs none of it."""
+    """torch costs a model actor about a second of start-up and ~180 MB; onnxruntime needs none of it."""
     LocalModels(ModelOptions())  # exports cached by now (also when this test runs alone)
     code = "\n".join([
         "import sys, numpy as np",
