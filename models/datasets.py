@@ -154,13 +154,26 @@ def training_splits(data: str | Path, *, val: str | Path | None = None, seed: in
     return splits
 
 
+def ferplus_votes_beside(data: str | Path) -> Path | None:
+    """FER+'s vote file (``ferplus/fer2013new.csv``) in or beside the data folder ``data``, if there is one."""
+    root = Path(data).resolve()
+    return next((folder / "ferplus" / "fer2013new.csv" for folder in (root, root.parent)
+                 if (folder / "ferplus" / "fer2013new.csv").is_file()), None)
+
+
 def ferplus_soft_targets(dataset: FaceDataset, votes_csv: str | Path) -> np.ndarray:
     """(n, 7) FER+ vote shares per FER-2013 label, joined on image name; the image's own label where no vote."""
     votes: dict[str, np.ndarray] = {}
-    with open(votes_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            votes[row["Image name"]] = np.array(
-                [float(row[column]) for column in _FERPLUS_TO_FER], np.float32)
+    try:
+        with open(votes_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                votes[row["Image name"]] = np.array(
+                    [float(row[column] or 0) for column in _FERPLUS_TO_FER], np.float32)
+    except (OSError, KeyError, ValueError) as error:
+        raise DatasetError(f"{votes_csv}: not a readable FER+ vote file (fer2013new.csv): {error}") from error
+    if not any(str(name) in votes for name in dataset.names):
+        raise DatasetError(f"{votes_csv}: no votes for any of these images (FER+ names FER-2013's images "
+                           "fer0000000.png ...)")
     order = [dataset.labels.index(_FERPLUS_TO_FER[column]) for column in _FERPLUS_TO_FER]
     soft = np.eye(len(dataset.labels), dtype=np.float32)[dataset.targets]
     for i, name in enumerate(dataset.names):

@@ -44,6 +44,9 @@ class TrainConfig:
     lr: float = 0.05
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
+    ferplus_weight: float = 0.0  # share of each image's target taken from its FER+ vote shares, not its label
+    teachers: tuple[str, ...] = ()  # emotion models whose averaged probabilities the student learns (distillation)
+    teacher_weight: float = 0.0  # share of each image's target taken from the teachers
     patience: int = 8
     seed: int = 0
     num_workers: int = 1
@@ -71,6 +74,45 @@ def fine_tuning_start(init_from: str, config: TrainConfig) -> tuple[TrainConfig,
                      input_size=payload["preprocess"]["input_size"],
                      normalize=(payload["preprocess"]["mean"], payload["preprocess"]["std"]))
     return config, payload["state_dict"]
+
+
+def blended_targets(labels: np.ndarray, classes: int, smoothing: float,
+                    soft: list[tuple[np.ndarray, float]] = ()) -> np.ndarray:
+    """(n, classes) target distributions: each label smoothed, blended with each soft (n, classes) target by
+    its weight (FER+ vote shares: the annotators' disagreement; a teacher's probabilities: distillation)."""
+    targets = np.full((len(labels), classes), smoothing / classes, np.float32)
+    targets[np.arange(len(labels)), labels] += 1.0 - smoothing
+    if sum(weight for _, weight in soft) > 1:
+        raise ValueError("the soft targets' weights add up to more than 1")
+    blended = (1.0 - sum(weight for _, weight in soft)) * targets
+    for distribution, weight in soft:
+        blended += weight * distribution
+    return blended.astype(np.float32)
+
+
+DISTILL_TEMPERATURE = 2.0  # softens the teachers' probabilities so that their second choices teach too (Hinton et al.)
+
+
+def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray, labels: tuple[str, ...],
+                          batch_size: int = 512) -> np.ndarray:
+    """(n, classes) probabilities of ``teachers`` (emotion model names or paths) on uint8 faces (n, h, w), each
+    teacher's views (image and mirror) and the teachers averaged, at ``DISTILL_TEMPERATURE``."""
+    from models.calibration import probabilities
+    from models.emotion.graph import build as build_graph
+
+    total = np.zeros((len(images), len(labels)), np.float32)
+    for name in teachers:
+        payload, _ = registry.resolve(name, "emotion")
+        if tuple(payload["labels"]) != tuple(labels):
+            raise EmorayError(f"teacher {name} predicts {payload['labels']}, not the training labels {labels}")
+        graph, _ = build_graph(payload)
+        graph.eval()
+        faces = _resize(images, payload["preprocess"]["input_size"])
+        with torch.inference_mode():
+            logits = torch.cat([graph.logits(torch.from_numpy(faces[start:start + batch_size]))
+                                for start in range(0, len(faces), batch_size)], dim=1).numpy()
+        total += probabilities(logits, DISTILL_TEMPERATURE)
+    return total / len(teachers)
 
 
 def _normalize(images: torch.Tensor, normalize: tuple[float, float]) -> torch.Tensor:
@@ -108,6 +150,7 @@ def _train_loop(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(config.seed + rank)
     images, targets = ray.get(loop_config["train_images"]), ray.get(loop_config["train_targets"])
+    distributions = ray.get(loop_config["train_distributions"])
     val_images, val_targets = ray.get(loop_config["val_images"]), ray.get(loop_config["val_targets"])
     shard = np.arange(rank, len(targets), world)
     model = build(config.arch, **config.arch_kwargs)
@@ -157,7 +200,7 @@ def _train_loop(loop_config: dict) -> None:
             labels = torch.from_numpy(targets[index]).to(device)
             with _autocast(device):
                 logits = network(batch.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits.float(), torch.from_numpy(distributions[index]).to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -226,13 +269,15 @@ def _watch_epochs(state_path: Path, on_epoch: Callable[[dict], None], stop: thre
 
 
 def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, output: str | Path, *,
-          resume: bool = False, init_state: dict | None = None, force_write: bool = False, command: str = "",
-          on_epoch: Callable[[dict], None] | None = None) -> dict:
+          resume: bool = False, init_state: dict | None = None, ferplus_targets: np.ndarray | None = None,
+          force_write: bool = False, command: str = "", on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train on ``train_set``, select on ``val_set``, write the emoray checkpoint to ``output`` and its
     learning curve beside it (``<output>.curve.png``).
 
     The resumable state lives beside the output (``<output>.state.pt``); ``resume`` continues from
-    its last completed epoch. ``on_epoch`` gets each epoch's metrics (loss, train and val accuracy,
+    its last completed epoch. ``ferplus_targets`` (n, classes), FER+ vote shares, are blended into the
+    labels by ``config.ferplus_weight``, and ``config.teachers``' probabilities by ``config.teacher_weight``.
+    ``on_epoch`` gets each epoch's metrics (loss, train and val accuracy,
     best val accuracy, seconds) as training goes. Fine-tuning (``init_state``) measures the start first
     (epoch 0) and keeps the best epoch including it.
 
@@ -251,6 +296,9 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     state_path = output.with_name(output.name + ".state.pt")
     size = config.input_size
     resized = [_resize(dataset.images, size) for dataset in (train_set, val_set)]
+    soft = [(ferplus_targets, config.ferplus_weight)] if ferplus_targets is not None and config.ferplus_weight else []
+    if config.teachers and config.teacher_weight:
+        soft.append((teacher_probabilities(config.teachers, train_set.images, train_set.labels), config.teacher_weight))
     started = time.perf_counter()
     cpus = ray.cluster_resources().get("CPU", 1)
     worker_cpus = max(1.0, (cpus - 0.5) / config.num_workers)
@@ -260,6 +308,8 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
             "config": asdict(config), "state_path": str(state_path), "resume": resume, "init_state": init_state,
             "threads": max(1, math.ceil(worker_cpus)),
             "train_images": ray.put(resized[0]), "train_targets": ray.put(train_set.targets),
+            "train_distributions": ray.put(blended_targets(train_set.targets, len(train_set.labels),
+                                                           config.label_smoothing, soft)),
             "val_images": ray.put(resized[1]), "val_targets": ray.put(val_set.targets),
         },
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,

@@ -426,11 +426,24 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backe
                    "--init (small data refines the later layers), 0 from scratch.")
 @click.option("--force-write", is_flag=True,
               help="With --init: write the best fine-tuned epoch even when it is no better than the start.")
+@click.option("--ferplus-weight", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="FER-2013 data: blend each training image's FER+ vote shares into its target by this weight "
+                   "(its label keeps the rest).")
+@click.option("--votes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="FER+ fer2013new.csv for --ferplus-weight (default: ferplus/fer2013new.csv beside --data).")
+@click.option("--teacher", "teachers", multiple=True,
+              help="Distillation: an emotion model (name or path) whose probabilities the new model learns; "
+                   "repeat it for an ensemble of teachers, averaged.")
+@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --teacher: the share of each image's target taken from the teachers.")
+@click.option("--widths", default=None, metavar="W1,W2,...",
+              help="Channels of each stage of --arch (vgg_face48: 32,64,128,256; mini_xception: 16,32,64,128): "
+                   "narrower is cheaper per face.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show Ray Train's own messages.")
 @address_option
 @exits_on_error
 def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, num_workers, use_gpu, resume, init_from,
-          freeze, force_write, verbose, address):
+          freeze, force_write, ferplus_weight, votes, teachers, teacher_weight, widths, verbose, address):
     """Train an emotion CNN on FER-2013 or your own labeled faces, on Ray Train.
 
     Selection uses the validation split only; a single folder of class folders is split 80/10/10
@@ -450,7 +463,7 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
     Then: emoray eval --data ../shared/data/fer2013/val --model emoray-fer.pt
     """
     from jobs.cluster import connect
-    from models.datasets import training_splits
+    from models.datasets import ferplus_soft_targets, ferplus_votes_beside, training_splits
     from models.train import FINE_TUNE_FREEZE, FINE_TUNE_LR, TrainConfig, fine_tuning_start
     from models.train import train as run_training
 
@@ -459,7 +472,20 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
     config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                          num_workers=num_workers, use_gpu=use_gpu,
                          lr=lr if lr is not None else FINE_TUNE_LR if tuning else TrainConfig.lr,
-                         freeze=freeze if freeze is not None else FINE_TUNE_FREEZE if tuning else 0.0)
+                         freeze=freeze if freeze is not None else FINE_TUNE_FREEZE if tuning else 0.0,
+                         ferplus_weight=ferplus_weight, teachers=teachers,
+                         teacher_weight=teacher_weight if teachers else 0.0, arch_kwargs=_widths(widths))
+    if tuning and widths:
+        raise click.BadParameter("a fine-tune keeps the widths of the model it starts from", param_hint="--widths")
+    if config.ferplus_weight + config.teacher_weight > 1:
+        raise click.BadParameter("--ferplus-weight and --teacher-weight add up to more than 1", param_hint="--teacher-weight")
+    ferplus_targets = None
+    if ferplus_weight > 0:
+        votes = votes or ferplus_votes_beside(data)
+        if votes is None:
+            raise click.BadParameter(f"no ferplus/fer2013new.csv in or beside {data}: give it with --votes",
+                                     param_hint="--ferplus-weight")
+        ferplus_targets = ferplus_soft_targets(splits["train"], votes)
     init_state = None
     if tuning:
         config, init_state = fine_tuning_start(init_from, config)
@@ -475,12 +501,25 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
                    f"best {epoch['best_val_accuracy']:.4f}  {epoch['seconds']:.0f} s", err=True)
 
     metrics = run_training(splits["train"], splits["val"], config, output, resume=resume, init_state=init_state,
-                           force_write=force_write, command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
+                           ferplus_targets=ferplus_targets, force_write=force_write, command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
     kept = "the start, unchanged" if metrics["best_epoch"] == 0 else f"epoch {metrics['best_epoch']}"
     click.echo(f"wrote {output}: val accuracy {metrics['val_accuracy']:.4f} mirror-averaged, as emoray eval and run "
                f"classify (the table's are one view), calibration error {metrics['val_ece']:.3f} at temperature "
                f"{metrics['temperature']:.2f}; best {kept} of {metrics['epochs_run']}, "
                f"{metrics['train_seconds'] / 60:.1f} min; learning curve {output}.curve.png")
+
+
+def _widths(text: str | None) -> dict:
+    """``--widths 24,48,96,192`` -> the architecture's ``widths`` argument."""
+    if text is None:
+        return {}
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise click.BadParameter(f"expected positive channel counts separated by commas, got {text!r}", param_hint="--widths")
+    return {"widths": widths}
 
 
 @main.command("eval")
@@ -514,7 +553,7 @@ def evaluate_command(data, model, split, tta, label_source, votes, through_detec
     import numpy as np
 
     from models import EmotionClassifier, FaceDetector
-    from models.datasets import ferplus_majority_targets, read_dataset
+    from models.datasets import ferplus_majority_targets, ferplus_votes_beside, read_dataset
     from models.evaluate import evaluate, format_text, write_report
 
     splits = read_dataset(data)
@@ -523,9 +562,7 @@ def evaluate_command(data, model, split, tta, label_source, votes, through_detec
     dataset = splits[split] if split in splits else next(iter(splits.values()))
     targets = None
     if label_source == "ferplus":
-        root = Path(data).resolve()
-        votes = votes or next((str(folder / "ferplus" / "fer2013new.csv") for folder in (root, root.parent)
-                               if (folder / "ferplus" / "fer2013new.csv").is_file()), None)
+        votes = votes or ferplus_votes_beside(data)
         if votes is None:
             raise click.BadParameter(f"no ferplus/fer2013new.csv in or beside {data}: give it with --votes",
                                      param_hint="--labels")

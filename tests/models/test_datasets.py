@@ -65,6 +65,14 @@ def test_ferplus_votes_join_on_the_image_name(fer):
     assert 0.5 < agreement < 0.8  # the README: FER+ majority agrees with FER-2013 for about 63%
 
 
+def test_ferplus_votes_for_none_of_the_images_are_a_clear_error(fer, tmp_path):
+    votes = tmp_path / "votes.csv"
+    votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+                     "Training,someone_else.png,10,0,0,0,0,0,0,0,0,0\n")
+    with pytest.raises(DatasetError, match="no votes for any of these images"):
+        ferplus_soft_targets(fer["val"], votes)
+
+
 def test_unknown_class_folders_are_a_clear_error(tmp_path):
     (tmp_path / "joy").mkdir()
     with pytest.raises(DatasetError, match=r"class folders \['joy'\] are not among the labels"):

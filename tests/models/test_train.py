@@ -15,12 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from models import EmotionClassifier
 from models.datasets import read_class_folders, read_dataset
 from models.evaluate import evaluate
-from models.train import TrainConfig, train
+from models.train import TrainConfig, blended_targets, train
 from pipeline.cli import main
 from tests.conftest import shared
 
@@ -38,15 +39,21 @@ def own_faces(tmp_path_factory) -> Path:
     return root
 
 
-def test_a_short_ray_train_run_beats_chance_and_round_trips(local_ray, own_faces, tmp_path):
-    splits = read_dataset(own_faces)
+@pytest.fixture(scope="module")
+def short_run(local_ray, own_faces, tmp_path_factory) -> tuple[dict, Path, dict, list]:
+    """8 epochs of vgg_face48 on the user's two classes: the splits, the checkpoint, its metrics, what was shown."""
     from models.datasets import stratified_split
 
-    parts = stratified_split(splits["all"], seed=0)
-    output = tmp_path / "own.pt"
+    parts = stratified_split(read_dataset(own_faces)["all"], seed=0)
+    output = tmp_path_factory.mktemp("short") / "own.pt"
     shown = []
     metrics = train(parts["train"], parts["val"], TrainConfig(epochs=8, batch_size=64, lr=0.05), output,
                     on_epoch=shown.append)
+    return parts, output, metrics, shown
+
+
+def test_a_short_ray_train_run_beats_chance_and_round_trips(short_run):
+    parts, output, metrics, shown = short_run
     assert metrics["epochs_run"] == 8 and len(metrics["history"]) == 8
     assert shown == metrics["history"]  # the progress display saw every epoch, once, in order
     classifier = EmotionClassifier(output, device="cpu")
@@ -63,6 +70,37 @@ def test_a_short_ray_train_run_beats_chance_and_round_trips(local_ray, own_faces
     # calibrated on val: the stored temperature is the one the classifier applies, and its ECE is recorded
     assert payload["metrics"]["temperature"] == payload["temperature"] != 1.0
     assert payload["metrics"]["val_ece"] == pytest.approx(on_val["calibration"]["ece"], abs=1e-6)
+
+
+def test_a_narrow_student_distilled_from_a_teacher_is_cheaper_and_still_right(short_run, own_faces, tmp_path):
+    parts, teacher, _, _ = short_run
+    student = tmp_path / "student.pt"
+    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "8", "--batch-size", "64",
+                                       "--widths", "8,16,32,64", "--teacher", str(teacher), "-o", str(student)])
+    assert result.exit_code == 0, result.output
+    payload = torch.load(student, weights_only=True)
+    assert list(payload["arch_kwargs"]["widths"]) == [8, 16, 32, 64]
+    config = payload["metrics"]["config"]
+    assert list(config["teachers"]) == [str(teacher)] and config["teacher_weight"] == 0.5
+    parameters = [sum(v.numel() for v in torch.load(path, weights_only=True)["state_dict"].values())
+                  for path in (teacher, student)]
+    assert parameters[1] < parameters[0] / 10
+    assert evaluate(EmotionClassifier(student, device="cpu"), parts["test"])["accuracy"] > 0.6  # chance: 0.5
+
+
+def test_soft_targets_blend_into_the_smoothed_label():
+    labels = np.array([0, 2, 1])
+    smoothed = blended_targets(labels, 3, 0.1)
+    logits = torch.randn(3, 3)
+    assert float(F.cross_entropy(logits, torch.from_numpy(smoothed))) == pytest.approx(
+        float(F.cross_entropy(logits, torch.from_numpy(labels), label_smoothing=0.1)), abs=1e-6)
+    votes = np.array([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]], np.float32)
+    blended = blended_targets(labels, 3, 0.1, [(votes, 0.3)])
+    np.testing.assert_allclose(blended.sum(axis=1), 1.0, atol=1e-6)
+    assert (blended.argmax(axis=1) == labels).all()  # at 0.3 the label still leads, the votes shape the rest
+    assert blended[0, 1] > blended[0, 2]  # the annotators' second choice gets more than an unvoted class
+    with pytest.raises(ValueError):
+        blended_targets(labels, 3, 0.1, [(votes, 0.6), (votes, 0.6)])
 
 
 def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
