@@ -6,11 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from jobs.spec import RunOptions
 from models import EmotionClassifier, registry
 from models.datasets import read_class_folders
+from models.emotion.archs import build
 from models.evaluate import evaluate
 from pipeline.cli import main
 from tests.conftest import shared
@@ -21,7 +23,31 @@ def val():
     return read_class_folders(shared("fer2013/val"))
 
 
-def test_shipped_model_is_the_default_and_its_recorded_val_accuracy_holds(val):
+@pytest.fixture(scope="module")
+def mini_xception_accuracy(val) -> float:
+    return evaluate(EmotionClassifier("mini-xception", device="cpu"), val)["accuracy"]
+
+
+def multiply_adds(model: str) -> int:
+    """Multiply-adds of the model's convolutions and linear layers for one 48x48 face, one view."""
+    payload, _ = registry.resolve(model, "emotion")
+    network = build(payload["arch"], **payload["arch_kwargs"]).eval()
+    total = 0
+
+    def count(layer, inputs, output) -> None:
+        nonlocal total
+        weights = layer.weight.numel()
+        total += weights * (output[0, 0].numel() if isinstance(layer, torch.nn.Conv2d) else 1)
+
+    for layer in network.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            layer.register_forward_hook(count)
+    with torch.inference_mode():
+        network(torch.zeros(1, 1, 48, 48))
+    return total
+
+
+def test_shipped_model_is_the_default_and_its_recorded_val_accuracy_holds(val, mini_xception_accuracy):
     assert registry.DEFAULT_EMOTION_MODEL == RunOptions().emotion_model == "emoray-vgg48-fer2013"
     shipped = EmotionClassifier(device="cpu")
     assert shipped.model_id.startswith("emoray-vgg48-fer2013@")
@@ -30,8 +56,7 @@ def test_shipped_model_is_the_default_and_its_recorded_val_accuracy_holds(val):
     assert shipped.metrics["val_data_sha256"] == val.fingerprint()
     assert measured["calibration"]["ece"] == pytest.approx(shipped.metrics["val_ece"], abs=1e-9)
     assert measured["calibration"]["ece"] <= 0.03  # its probabilities mean what they say, within 3 points
-    baseline = evaluate(EmotionClassifier("mini-xception", device="cpu"), val)
-    assert measured["accuracy"] > baseline["accuracy"]
+    assert measured["accuracy"] > mini_xception_accuracy
 
 
 def test_models_list_shows_the_shipped_model_with_its_metrics():
@@ -47,3 +72,15 @@ def test_shipped_model_averages_each_face_with_its_mirror_image(val):
     faces = val.images[:64]
     np.testing.assert_allclose(shipped(faces), shipped(np.ascontiguousarray(faces[:, :, ::-1])), atol=1e-6)
     assert shipped.metrics["val_accuracy"] > shipped.metrics["val_accuracy_single_view"]
+
+
+def test_the_small_model_costs_under_half_the_default_and_still_beats_mini_xception(val, mini_xception_accuracy):
+    small = EmotionClassifier("emoray-small-fer2013", device="cpu")
+    assert small.model_id.startswith("emoray-small-fer2013@")
+    measured = evaluate(small, val)
+    assert measured["accuracy"] == pytest.approx(small.metrics["val_accuracy"], abs=1e-9)
+    assert small.metrics["val_data_sha256"] == val.fingerprint()
+    assert measured["calibration"]["ece"] == pytest.approx(small.metrics["val_ece"], abs=1e-6)  # recorded in torch
+    assert measured["calibration"]["ece"] <= 0.03
+    assert measured["accuracy"] > mini_xception_accuracy + 0.01
+    assert multiply_adds("emoray-small-fer2013") < 0.5 * multiply_adds("emoray-vgg48-fer2013")

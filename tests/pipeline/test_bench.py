@@ -23,7 +23,7 @@ def test_quick_bench_measures_every_stage_and_reports_it(local_ray, tmp_path):
     assert row["frames"] == 2 * FPS
     assert row["faces_per_frame"] >= 0.9  # the astronaut's face is in (nearly) every frame
     assert all(rate > 0 for rate in result["classifier_faces_per_s"].values())
-    assert set(result["classifier_ms_per_face"]) == {"emoray-vgg48-fer2013", "mini-xception"}
+    assert set(result["classifier_ms_per_face"]) == {"emoray-vgg48-fer2013", "emoray-small-fer2013", "mini-xception"}
     crowd, small, short_job = result["crowd"], result["small_clips"], result["short_job"]
     assert crowd["faces_per_frame"] >= 20 and crowd["faces_per_s"] > 0  # 24 astronauts a frame
     assert small["clips"] == 5 and small["frames"] == 5 * FPS  # each copy processed, none skipped as a duplicate
