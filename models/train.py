@@ -93,25 +93,18 @@ def blended_targets(labels: np.ndarray, classes: int, smoothing: float,
 DISTILL_TEMPERATURE = 2.0  # softens the teachers' probabilities so that their second choices teach too (Hinton et al.)
 
 
-def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray, labels: tuple[str, ...],
-                          batch_size: int = 512) -> np.ndarray:
+def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
     """(n, classes) probabilities of ``teachers`` (emotion model names or paths) on uint8 faces (n, h, w), each
     teacher's views (image and mirror) and the teachers averaged, at ``DISTILL_TEMPERATURE``."""
     from models.calibration import probabilities
-    from models.emotion.graph import build as build_graph
 
     total = np.zeros((len(images), len(labels)), np.float32)
     for name in teachers:
         payload, _ = registry.resolve(name, "emotion")
         if tuple(payload["labels"]) != tuple(labels):
             raise EmorayError(f"teacher {name} predicts {payload['labels']}, not the training labels {labels}")
-        graph, _ = build_graph(payload)
-        graph.eval()
         faces = _resize(images, payload["preprocess"]["input_size"])
-        with torch.inference_mode():
-            logits = torch.cat([graph.logits(torch.from_numpy(faces[start:start + batch_size]))
-                                for start in range(0, len(faces), batch_size)], dim=1).numpy()
-        total += probabilities(logits, DISTILL_TEMPERATURE)
+        total += probabilities(_val_logits(payload, faces), DISTILL_TEMPERATURE)
     return total / len(teachers)
 
 
@@ -374,7 +367,8 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
 
 
 def _val_logits(payload: dict, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(views, n, classes) logits of the checkpoint's graph on uint8 images at its input size, for the temperature."""
+    """(views, n, classes) logits of the checkpoint's graph on uint8 images at its input size: for the
+    temperature fit, and the teachers' probabilities."""
     from models.emotion.graph import build as build_graph
 
     graph, _ = build_graph(payload)

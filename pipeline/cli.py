@@ -501,7 +501,8 @@ def train(data, val_path, arch, epochs, output, batch_size, lr, patience, seed, 
                    f"best {epoch['best_val_accuracy']:.4f}  {epoch['seconds']:.0f} s", err=True)
 
     metrics = run_training(splits["train"], splits["val"], config, output, resume=resume, init_state=init_state,
-                           ferplus_targets=ferplus_targets, force_write=force_write, command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
+                           ferplus_targets=ferplus_targets, force_write=force_write,
+                           command=" ".join(["emoray", *sys.argv[1:]]), on_epoch=show)
     kept = "the start, unchanged" if metrics["best_epoch"] == 0 else f"epoch {metrics['best_epoch']}"
     click.echo(f"wrote {output}: val accuracy {metrics['val_accuracy']:.4f} mirror-averaged, as emoray eval and run "
                f"classify (the table's are one view), calibration error {metrics['val_ece']:.3f} at temperature "
