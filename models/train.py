@@ -108,6 +108,16 @@ def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray, labels:
     return total / len(teachers)
 
 
+def training_targets(train_set: FaceDataset, config: TrainConfig,
+                     ferplus_targets: np.ndarray | None = None) -> np.ndarray:
+    """(n, classes) what each training image is taught: its smoothed label blended with the FER+ vote shares
+    and the teachers' probabilities by their weights in ``config``."""
+    soft = [(ferplus_targets, config.ferplus_weight)] if ferplus_targets is not None and config.ferplus_weight else []
+    if config.teachers and config.teacher_weight:
+        soft.append((teacher_probabilities(config.teachers, train_set.images, train_set.labels), config.teacher_weight))
+    return blended_targets(train_set.targets, len(train_set.labels), config.label_smoothing, soft)
+
+
 def _normalize(images: torch.Tensor, normalize: tuple[float, float]) -> torch.Tensor:
     mean, std = normalize
     return (images.float() / 255.0 - mean) / std
@@ -289,9 +299,6 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     state_path = output.with_name(output.name + ".state.pt")
     size = config.input_size
     resized = [_resize(dataset.images, size) for dataset in (train_set, val_set)]
-    soft = [(ferplus_targets, config.ferplus_weight)] if ferplus_targets is not None and config.ferplus_weight else []
-    if config.teachers and config.teacher_weight:
-        soft.append((teacher_probabilities(config.teachers, train_set.images, train_set.labels), config.teacher_weight))
     started = time.perf_counter()
     cpus = ray.cluster_resources().get("CPU", 1)
     worker_cpus = max(1.0, (cpus - 0.5) / config.num_workers)
@@ -301,8 +308,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
             "config": asdict(config), "state_path": str(state_path), "resume": resume, "init_state": init_state,
             "threads": max(1, math.ceil(worker_cpus)),
             "train_images": ray.put(resized[0]), "train_targets": ray.put(train_set.targets),
-            "train_distributions": ray.put(blended_targets(train_set.targets, len(train_set.labels),
-                                                           config.label_smoothing, soft)),
+            "train_distributions": ray.put(training_targets(train_set, config, ferplus_targets)),
             "val_images": ray.put(resized[1]), "val_targets": ray.put(val_set.targets),
         },
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,

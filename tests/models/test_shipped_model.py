@@ -59,6 +59,11 @@ def test_shipped_model_is_the_default_and_its_recorded_val_accuracy_holds(val, m
     assert measured["accuracy"] > mini_xception_accuracy
 
 
+def test_mini_xception_stays_available_at_its_accuracy(val, mini_xception_accuracy):
+    assert len(val) == 3579
+    assert mini_xception_accuracy > 0.65  # 0.6558 on val: fer's weights, converted exactly
+
+
 def test_models_list_shows_the_shipped_model_with_its_metrics():
     rows = {row["name"]: row for row in json.loads(CliRunner().invoke(main, ["models", "list", "--json"]).output)}
     shipped = rows["emoray-vgg48-fer2013"]

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from models import EmotionClassifier
 from models.datasets import read_class_folders, read_dataset
 from models.evaluate import evaluate
-from models.train import TrainConfig, blended_targets, train
+from models.train import TrainConfig, blended_targets, train, training_targets
 from pipeline.cli import main
 from tests.conftest import shared
 
@@ -86,6 +86,20 @@ def test_a_narrow_student_distilled_from_a_teacher_is_cheaper_and_still_right(sh
                   for path in (teacher, student)]
     assert parameters[1] < parameters[0] / 10
     assert evaluate(EmotionClassifier(student, device="cpu"), parts["test"])["accuracy"] > 0.6  # chance: 0.5
+
+
+def test_a_student_is_taught_its_teachers_opinion_where_it_differs_from_the_label(short_run):
+    parts, teacher, _, _ = short_run
+    images = parts["train"]
+    smoothed = training_targets(images, TrainConfig())
+    taught = training_targets(images, TrainConfig(teachers=(str(teacher),), teacher_weight=0.5))
+    teachers_part = (taught - 0.5 * smoothed) / 0.5
+    np.testing.assert_allclose(teachers_part.sum(axis=1), 1.0, atol=1e-5)
+    teacher_says = EmotionClassifier(teacher, device="cpu")(images.images).argmax(axis=1)
+    wrong = teacher_says != images.targets
+    assert wrong.any()  # an 8-epoch teacher errs on some training faces: there the two targets must differ
+    assert (teachers_part.argmax(axis=1) == teacher_says).mean() > 0.98
+    assert (teachers_part[wrong].argmax(axis=1) != images.targets[wrong]).mean() > 0.9  # ties may flip a few
 
 
 def test_soft_targets_blend_into_the_smoothed_label():
@@ -184,25 +198,36 @@ def test_a_fine_tune_that_cannot_help_keeps_the_start_and_says_so_quietly(few_fa
     assert all(line.startswith(("epoch ", "emoray: ")) for line in lines), lines
 
 
-def test_eval_prints_the_accuracy_of_a_direct_computation(tmp_path):
+@pytest.fixture(scope="module")
+def val_sample(tmp_path_factory) -> Path:
+    """25 faces a class from FER-2013 val, in class folders."""
+    root = tmp_path_factory.mktemp("val_sample")
     val = read_class_folders(shared("fer2013/val"))
-    classifier = EmotionClassifier("mini-xception", device="cpu")
-    scores = np.concatenate([classifier(val.images[i:i + 512]) for i in range(0, len(val), 512)])
+    for label in val.labels:
+        (root / label).mkdir()
+        for name in val.names[val.targets == val.labels.index(label)][:25]:
+            (root / label / name).symlink_to(shared(f"fer2013/val/{label}/{name}"))
+    return root
+
+
+def test_eval_prints_the_accuracy_of_a_direct_computation(val_sample, tmp_path):
+    val = read_class_folders(val_sample)
+    scores = EmotionClassifier("mini-xception", device="cpu")(val.images)
     direct = float((scores.argmax(1) == val.targets).mean())
     confidence, correct = scores.max(1), scores.argmax(1) == val.targets
     bins = np.minimum((np.ceil(confidence * 15) - 1).astype(int), 14)  # 15 right-closed bins of equal width
     direct_ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * (bins == b).mean()
                      for b in range(15) if (bins == b).any())
-    result = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception",
+    result = CliRunner().invoke(main, ["eval", "--data", str(val_sample), "--model", "mini-xception",
                                        "--json", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["accuracy"] == pytest.approx(direct, abs=1e-12)
-    assert np.array(report["confusion_matrix"]).sum() == len(val) == 3579
+    assert np.array(report["confusion_matrix"]).sum() == len(val) == 175
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     assert report["calibration"]["ece"] == pytest.approx(direct_ece, abs=1e-6)
     assert len(report["calibration"]["bins"]) == 15 and (tmp_path / "reliability.png").stat().st_size > 1000
-    text = CliRunner().invoke(main, ["eval", "--data", str(shared("fer2013/val")), "--model", "mini-xception"]).output
+    text = CliRunner().invoke(main, ["eval", "--data", str(val_sample), "--model", "mini-xception"]).output
     assert f"accuracy {direct:.4f}" in text and "confusion matrix" in text and f"ECE {direct_ece:.4f}" in text
 
 
@@ -220,13 +245,8 @@ def test_eval_against_the_ferplus_majority_votes(tmp_path):
     assert missing.exit_code == 2 and "none of the images" in missing.output
 
 
-def test_eval_through_the_detector_scores_the_faces_the_pipeline_way(tmp_path):
-    val = read_class_folders(shared("fer2013/val"))
-    for label in val.labels:  # 25 faces a class
-        (tmp_path / label).mkdir()
-        for name in val.names[val.targets == val.labels.index(label)][:25]:
-            (tmp_path / label / name).symlink_to(shared(f"fer2013/val/{label}/{name}"))
-    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--through-detector", "--json"])
+def test_eval_through_the_detector_scores_the_faces_the_pipeline_way(val_sample):
+    result = CliRunner().invoke(main, ["eval", "--data", str(val_sample), "--through-detector", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     through = report["through_detector"]
