@@ -366,6 +366,8 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         "history": history, "train_seconds": time.perf_counter() - started,
         "train_data_sha256": train_set.fingerprint(), "val_data_sha256": val_set.fingerprint(),
         "train_images": len(train_set), "val_images": len(val_set), "config": asdict(config), "command": command,
+        # a teacher named by the registry changes with the weights it ships: the id says which ones taught
+        "teacher_ids": [registry.resolve(name, "emotion")[1] for name in config.teachers],
     }
     _save(payload, output)
     learning_curve_png(history, output.with_name(output.name + ".curve.png"))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from models import EmotionClassifier
+from models import EmotionClassifier, registry
 from models.datasets import read_class_folders, read_dataset
 from models.evaluate import evaluate
 from models.train import TrainConfig, blended_targets, train, training_targets
@@ -82,6 +82,7 @@ def test_a_narrow_student_distilled_from_a_teacher_is_cheaper_and_still_right(sh
     assert list(payload["arch_kwargs"]["widths"]) == [8, 16, 32, 64]
     config = payload["metrics"]["config"]
     assert list(config["teachers"]) == [str(teacher)] and config["teacher_weight"] == 0.5
+    assert payload["metrics"]["teacher_ids"] == [registry.resolve(teacher, "emotion")[1]]
     parameters = [sum(v.numel() for v in torch.load(path, weights_only=True)["state_dict"].values())
                   for path in (teacher, student)]
     assert parameters[1] < parameters[0] / 10
