@@ -299,6 +299,9 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     state_path = output.with_name(output.name + ".state.pt")
     size = config.input_size
     resized = [_resize(dataset.images, size) for dataset in (train_set, val_set)]
+    # a teacher named by the registry changes with the weights it ships: the ids say which ones taught,
+    # taken when their probabilities are (not hours later, after the run)
+    teacher_ids = [registry.resolve(name, "emotion")[1] for name in config.teachers]
     started = time.perf_counter()
     cpus = ray.cluster_resources().get("CPU", 1)
     worker_cpus = max(1.0, (cpus - 0.5) / config.num_workers)
@@ -366,8 +369,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         "history": history, "train_seconds": time.perf_counter() - started,
         "train_data_sha256": train_set.fingerprint(), "val_data_sha256": val_set.fingerprint(),
         "train_images": len(train_set), "val_images": len(val_set), "config": asdict(config), "command": command,
-        # a teacher named by the registry changes with the weights it ships: the id says which ones taught
-        "teacher_ids": [registry.resolve(name, "emotion")[1] for name in config.teachers],
+        "teacher_ids": teacher_ids,
     }
     _save(payload, output)
     learning_curve_png(history, output.with_name(output.name + ".curve.png"))
