@@ -93,29 +93,35 @@ def blended_targets(labels: np.ndarray, classes: int, smoothing: float,
 DISTILL_TEMPERATURE = 2.0  # softens the teachers' probabilities so that their second choices teach too (Hinton et al.)
 
 
-def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray,
+                          labels: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
     """(n, classes) probabilities of ``teachers`` (emotion model names or paths) on uint8 faces (n, h, w), each
-    teacher's views (image and mirror) and the teachers averaged, at ``DISTILL_TEMPERATURE``."""
+    teacher's views (image and mirror) and the teachers averaged, at ``DISTILL_TEMPERATURE``; and the teachers'
+    model ids (a registry name changes with the weights it ships: the ids say which weights taught)."""
     from models.calibration import probabilities
 
     total = np.zeros((len(images), len(labels)), np.float32)
+    model_ids = []
     for name in teachers:
-        payload, _ = registry.resolve(name, "emotion")
+        payload, model_id = registry.resolve(name, "emotion")
+        model_ids.append(model_id)
         if tuple(payload["labels"]) != tuple(labels):
             raise EmorayError(f"teacher {name} predicts {payload['labels']}, not the training labels {labels}")
         faces = _resize(images, payload["preprocess"]["input_size"])
         total += probabilities(_val_logits(payload, faces), DISTILL_TEMPERATURE)
-    return total / len(teachers)
+    return total / len(teachers), model_ids
 
 
 def training_targets(train_set: FaceDataset, config: TrainConfig,
-                     ferplus_targets: np.ndarray | None = None) -> np.ndarray:
+                     ferplus_targets: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """(n, classes) what each training image is taught: its smoothed label blended with the FER+ vote shares
-    and the teachers' probabilities by their weights in ``config``."""
+    and the teachers' probabilities by their weights in ``config``; and the model ids of the teachers that taught."""
     soft = [(ferplus_targets, config.ferplus_weight)] if ferplus_targets is not None and config.ferplus_weight else []
+    teacher_ids = []
     if config.teachers and config.teacher_weight:
-        soft.append((teacher_probabilities(config.teachers, train_set.images, train_set.labels), config.teacher_weight))
-    return blended_targets(train_set.targets, len(train_set.labels), config.label_smoothing, soft)
+        taught, teacher_ids = teacher_probabilities(config.teachers, train_set.images, train_set.labels)
+        soft.append((taught, config.teacher_weight))
+    return blended_targets(train_set.targets, len(train_set.labels), config.label_smoothing, soft), teacher_ids
 
 
 def _normalize(images: torch.Tensor, normalize: tuple[float, float]) -> torch.Tensor:
@@ -299,9 +305,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     state_path = output.with_name(output.name + ".state.pt")
     size = config.input_size
     resized = [_resize(dataset.images, size) for dataset in (train_set, val_set)]
-    # a teacher named by the registry changes with the weights it ships: the ids say which ones taught,
-    # taken when their probabilities are (not hours later, after the run)
-    teacher_ids = [registry.resolve(name, "emotion")[1] for name in config.teachers]
+    taught, teacher_ids = training_targets(train_set, config, ferplus_targets)
     started = time.perf_counter()
     cpus = ray.cluster_resources().get("CPU", 1)
     worker_cpus = max(1.0, (cpus - 0.5) / config.num_workers)
@@ -311,7 +315,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
             "config": asdict(config), "state_path": str(state_path), "resume": resume, "init_state": init_state,
             "threads": max(1, math.ceil(worker_cpus)),
             "train_images": ray.put(resized[0]), "train_targets": ray.put(train_set.targets),
-            "train_distributions": ray.put(training_targets(train_set, config, ferplus_targets)),
+            "train_distributions": ray.put(taught),
             "val_images": ray.put(resized[1]), "val_targets": ray.put(val_set.targets),
         },
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
