@@ -133,8 +133,12 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     with output_lock(output), stop_on_signals() as signals:
         connect_for(options, address, dashboard=dashboard)
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
+        job = BatchJob(spec, stop=signals.request)
+        if placement := job.placement():
+            click.echo(f"emoray: {placement}", err=True)
         with JobProgress(Console(stderr=True)) as progress:
-            outcomes = BatchJob(spec, on_progress=progress.update, stop=signals.request).run()
+            job.on_progress = progress.update
+            outcomes = job.run()
         ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
     failed = [o for o in outcomes if o.status == "failed"]
     if signals.request.is_set():

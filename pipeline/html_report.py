@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 from jobs.files import move_into_place
 from jobs.manifest import read_manifests
 from models.errors import EmorayError
-from pipeline.timeline import smooth_tracks
+from pipeline.smoothing import smooth_tracks
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)

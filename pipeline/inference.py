@@ -8,6 +8,7 @@ pending result, so a caller can keep several detector calls in flight (decoding 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Generic, Protocol, TypeVar
 
@@ -36,6 +37,8 @@ class ClusterPlan:
     actor_threads: int
     segment_cpus: float
     max_segments_in_flight: int
+    unit_hosts: int = 1  # processes that finish videos (track, write, publish): ~4,000 frames/s each
+
 
     @classmethod
     def for_cluster(cls, resources: dict, node_cpus: list[float] | None = None) -> ClusterPlan:
@@ -48,7 +51,7 @@ class ClusterPlan:
         """
         cpus, gpus = float(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         if gpus:
-            return cls(gpus, {"num_cpus": 1, "num_gpus": 1}, 2, 1.0, max(2, int(cpus) - gpus))
+            return cls(gpus, {"num_cpus": 1, "num_gpus": 1}, 2, 1.0, max(2, int(cpus) - gpus), _unit_hosts(gpus))
         largest = max(node_cpus) if node_cpus else cpus
         actors = max(1, int(cpus) // 8)
         threads = max(1, int(cpus) // actors - 1) if cpus > 4 else max(1, int(cpus))
@@ -60,7 +63,13 @@ class ClusterPlan:
         in_flight = actors if cpus <= 4 else max(2, int(free / segment_cpus))
         # but on several nodes each decodes: one segment in flight per node at least (spread by Ray)
         in_flight = max(in_flight, sum(1 for n in node_cpus or () if n >= segment_cpus))
-        return cls(actors, {"num_cpus": actor_cpus}, threads, segment_cpus, in_flight)
+        return cls(actors, {"num_cpus": actor_cpus}, threads, segment_cpus, in_flight, _unit_hosts(actors))
+
+
+def _unit_hosts(model_actors: int) -> int:
+    """One unit host for every two model actors: a host tracks and writes ~4,000 frames/s, a GPU's actor
+    detects ~2,000 (an H200, 640x360)."""
+    return max(1, math.ceil(model_actors / 2))
 
 
 def object_store_bytes(options: ModelOptions, cpus: int) -> int:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, TextIO
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from jobs.spec import ModelOptions
 from pipeline.faces import FaceStep
+from pipeline.path import FacePath
 from pipeline.inference import ActorModels, ClusterPlan, LocalModels, Models
 from pipeline.preview import PreviewServer
 from pipeline.results import FaceBatch
@@ -30,8 +31,6 @@ from pipeline.sinks.live_parquet import RollingPartsWriter
 from pipeline.sources.file import VideoInfo
 from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceOptions, live_info
 from pipeline.stopping import StopRequest
-from pipeline.timeline import CausalSmoother
-from pipeline.track import FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,9 @@ class LiveSession:
                  keep_frames: bool = False) -> None:
         self.reader, self.models, self.sinks, self.options = reader, models, sinks, options
         self.keep_frames = keep_frames
-        self.tracker = FaceTracker(frame_rate=reader.fps or LIVE_FRAME_RATE)  # a file's own rate, as batch mode
-        self.smoother = CausalSmoother(options.smoothing_seconds)
+        # a file's own frame rate, as batch mode; causal smoothing: each frame's rows are final at once
+        self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=reader.fps or LIVE_FRAME_RATE,
+                             smoothing_seconds=options.smoothing_seconds, causal=True)
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.max_latency = 0.0
         self.stats = LiveStats(reader.name)
@@ -93,16 +93,15 @@ class LiveSession:
         self.models.classify(np.zeros((1, spec.input_size, spec.input_size) + ((3,) if spec.channels == 3 else ()), np.uint8))
 
     def process(self, frame: LiveFrame) -> FaceBatch:
-        """The tracked faces of one frame, smoothed over their tracks so far, with its capture time and latency."""
+        """The faces of one frame, tracked and smoothed over their tracks so far, with its capture time and
+        latency (capture to classified faces); the sinks have it when this returns."""
         step = self._face_step(live_info(frame, self.reader))
-        batch = self.tracker.update_with_faces(step([frame.decoded]))
+        faces = step([frame.decoded])
+        faces = replace(faces, capture_time=np.array([frame.capture_time], np.float64),
+                        latency_ms=np.array([(time.time() - frame.capture_time) * 1000.0], np.float32))
         # a file's clock is its timestamps (a replay smooths as the recording ran); a camera's is when frames arrive
         clock = frame.capture_time if self.reader.stream else frame.decoded.pts_time
-        batch.smoothed = self.smoother.update(batch.track_id, clock, batch.probabilities)
-        latency_ms = (time.time() - frame.capture_time) * 1000.0
-        batch.capture_time = np.array([frame.capture_time], np.float64)
-        batch.latency_ms = np.array([latency_ms], np.float32)
-        return batch
+        return self.path.write(faces, clock=np.array([clock], np.float64))
 
     def results(self, stop: StopRequest | threading.Event | None = None,
                 duration: float | None = None) -> Iterator[FaceBatch]:
@@ -125,12 +124,11 @@ class LiveSession:
             yield batch
 
     def run(self, stop: StopRequest | threading.Event | None = None, duration: float | None = None) -> LiveStats:
-        """Feed every result to the sinks; then flush them and return what was done."""
+        """Process until stopped (every result goes to the sinks); then flush them and return what was done."""
         started = time.monotonic()
         try:
-            for batch in self.results(stop, duration):
-                for sink in self.sinks:
-                    sink.write(batch)
+            for _ in self.results(stop, duration):
+                pass
         finally:
             self.close()
             self.stats.seconds = time.monotonic() - started
@@ -143,11 +141,10 @@ class LiveSession:
         self._closed = True
         try:
             self.reader.close()
-            for sink in self.sinks:
-                try:
-                    sink.close()
-                except Exception as error:  # noqa: BLE001  (e.g. a closed pipe: the other sinks still close)
-                    log.warning("%s: %s", type(sink).__name__, error)
+            try:
+                self.path.close()
+            except Exception as error:  # noqa: BLE001  (e.g. a closed pipe: the other sinks still closed)
+                log.warning("closing the live outputs: %s", error)
         finally:
             self.models.close()
             self._finish()

@@ -15,6 +15,8 @@ from models.detections import check_shape
 
 _FRAME_ARRAYS = ("frame_index", "pts_time")
 _FACE_ARRAYS = ("face_frame", "xyxy", "det_score", "landmarks", "probabilities", "face_px", "yaw", "pitch", "sharpness")
+_OPTIONAL_FRAME_ARRAYS = ("capture_time", "latency_ms")
+_OPTIONAL_FACE_ARRAYS = ("track_id", "smoothed")
 QUALITY = ("face_px", "yaw", "pitch", "sharpness")
 
 
@@ -89,8 +91,20 @@ class FaceBatch:
         starts, ends = self.face_ranges()
         return (ends - starts).astype(np.int32)
 
+    def split(self, frames: int) -> tuple["FaceBatch", "FaceBatch"]:
+        """(the first ``frames`` processed frames with their faces, the rest); previews are not kept."""
+        faces = int(self.face_ranges()[0][frames]) if frames < self.num_frames else len(self)
+        head, tail = {}, {}
+        for name in _FRAME_ARRAYS + _FACE_ARRAYS + _OPTIONAL_FRAME_ARRAYS + _OPTIONAL_FACE_ARRAYS:
+            value, cut = getattr(self, name), frames if name in _FRAME_ARRAYS + _OPTIONAL_FRAME_ARRAYS else faces
+            head[name], tail[name] = (None, None) if value is None else (value[:cut], value[cut:])
+        return FaceBatch(**head), FaceBatch(**tail)
+
     def with_tracks(self, track_id: np.ndarray) -> "FaceBatch":
         return replace(self, track_id=np.asarray(track_id, np.int64))
+
+    def with_smoothed(self, smoothed: np.ndarray) -> "FaceBatch":
+        return replace(self, smoothed=np.asarray(smoothed, np.float32))
 
     @classmethod
     def empty(cls, num_labels: int) -> "FaceBatch":
@@ -101,10 +115,11 @@ class FaceBatch:
     @classmethod
     def concatenate(cls, parts: list["FaceBatch"], num_labels: int) -> "FaceBatch":
         """One batch of consecutive parts (previews are not kept; optional arrays only when every part has them)."""
+        parts = [part for part in parts if part.num_frames or len(part)] or parts[:1]  # empty ones add nothing
         if not parts:
             return cls.empty(num_labels)
         arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _FRAME_ARRAYS + _FACE_ARRAYS}
-        for name in ("track_id", "smoothed", "capture_time", "latency_ms"):
+        for name in _OPTIONAL_FACE_ARRAYS + _OPTIONAL_FRAME_ARRAYS:
             if all(getattr(p, name) is not None for p in parts):
                 arrays[name] = np.concatenate([getattr(p, name) for p in parts])
         return cls(**arrays)

@@ -1,13 +1,9 @@
-"""Per-person answers from per-frame faces: smoothed emotions, episodes and track summaries.
+"""Per-track answers from per-frame faces: track summaries and episodes, kept as running totals.
 
-Tracks and episodes are functions of the ``faces`` rows of one video alone (track id, frame, time,
-box, score, probabilities and smoothed emotion), so a resumed or re-run job, live mode and anyone
-holding the faces table get the same answers.
+Both are functions of a video's (or live session's) tracked, smoothed faces alone, fed in frame order, so a
+resumed or re-run job, live mode and anyone holding the faces table get the same answers; the totals never
+hold the rows, so their cost per frame does not grow with the length of a video or session.
 
-- **Smoothing**, per track, is an exponential moving average with a time constant in seconds, so it
-  means the same at any frame rate, with ``--fps`` sampling and with dropped frames: batch mode runs
-  it forward and then backward over the whole track (no lag), live mode forward only (the present
-  from the past).
 - **Episodes** are stretches of one track in one smoothed emotion lasting at least ``min_seconds``
   (first to last frame); they never overlap and lie inside their track.
 - **Tracks**: span, frames, dominant emotion (the largest share of smoothed time), mean raw
@@ -16,114 +12,131 @@ holding the faces table get the same answers.
 
 from __future__ import annotations
 
+from dataclasses import InitVar, dataclass, field
+
 import numpy as np
 import pyarrow as pa
 
-# the faces columns tracks and episodes are computed from (besides p_<label> for each label)
-FACES_COLUMNS = ["track_id", "frame_index", "pts_time", "x1", "y1", "x2", "y2", "det_score",
-                 "smoothed_emotion", "smoothed_score"]
+from pipeline.results import FaceBatch
 
-def ema(times: np.ndarray, probabilities: np.ndarray, tau: float, *, start: np.ndarray | None = None,
-        start_time: float | None = None) -> np.ndarray:
-    """Causal exponential moving average of one track's (n, k) probabilities at rising ``times`` (seconds).
-
-    A step of ``dt`` seconds weighs the new value by ``1 - exp(-dt / tau)``: a long gap forgets the
-    past, a burst of frames does not over-weigh it. ``start``/``start_time`` continue an earlier call.
-    """
-    smoothed = np.empty((len(times), probabilities.shape[1]), np.float32)
-    current = None if start is None else start.astype(np.float64)
-    previous = start_time
-    for i, (time, value) in enumerate(zip(times, probabilities)):
-        if current is None or tau <= 0:
-            current = value.astype(np.float64)
-        else:
-            current = current + (1.0 - np.exp(-max(time - previous, 0.0) / tau)) * (value - current)
-        smoothed[i], previous = current, time
-    return smoothed
+BOX = ("x1", "y1", "x2", "y2")
 
 
-def smooth_tracks(track_id: np.ndarray, times: np.ndarray, probabilities: np.ndarray, tau: float) -> np.ndarray:
-    """(n, k) smoothed probabilities of face rows in any order: each track forward then backward."""
-    smoothed = np.empty(probabilities.shape, np.float32)
-    order = np.lexsort((times, track_id))
-    for rows in np.split(order, np.flatnonzero(np.diff(track_id[order])) + 1):
-        if len(rows):
-            forward = ema(times[rows], probabilities[rows], tau)
-            smoothed[rows] = ema(-times[rows][::-1], forward[::-1], tau)[::-1]
-    return smoothed
+@dataclass
+class _Run:
+    """A stretch of one track in one smoothed emotion, as far as it has been seen."""
+
+    label: int
+    start_frame: int
+    start_time: float
+    end_frame: int = 0
+    end_time: float = 0.0
+    score_sum: float = 0.0
+    count: int = 0
+    peak_score: float = -1.0
+    peak_frame: int = 0
+
+    def extend(self, frames: np.ndarray, times: np.ndarray, scores: np.ndarray) -> None:
+        self.end_frame, self.end_time = int(frames[-1]), float(times[-1])
+        self.score_sum += float(scores.sum(dtype=np.float64))
+        self.count += len(scores)
+        peak = int(np.argmax(scores))
+        if scores[peak] > self.peak_score:  # the first frame of the highest score
+            self.peak_score, self.peak_frame = float(scores[peak]), int(frames[peak])
+
+    def episode(self, track_id: int, labels: list[str]) -> dict:
+        return {"track_id": track_id, "emotion": labels[self.label], "start_frame": self.start_frame,
+                "end_frame": self.end_frame, "start_time": self.start_time, "end_time": self.end_time,
+                "duration_s": self.end_time - self.start_time, "mean_score": self.score_sum / self.count,
+                "peak_score": self.peak_score, "peak_frame": self.peak_frame}
 
 
-class CausalSmoother:
-    """Live mode's smoother: each track's moving average carried from frame to frame."""
+@dataclass
+class _TrackTotals:
+    first_frame: int
+    start_time: float
+    num_labels: InitVar[int]
+    last_frame: int = 0
+    end_time: float = 0.0
+    frames: int = 0
+    probability_sum: np.ndarray = field(init=False)
+    label_counts: np.ndarray = field(init=False)
+    best_quality: float = -1.0
+    best_frame: int = 0
+    best_box: np.ndarray | None = None
+    run: _Run | None = None
 
-    def __init__(self, tau: float) -> None:
-        self.tau = tau
-        self._state: dict[int, tuple[np.ndarray, float]] = {}
-
-    def update(self, track_id: np.ndarray, time: float, probabilities: np.ndarray) -> np.ndarray:
-        """(n, k) smoothed probabilities of one frame's faces (captured at ``time`` seconds)."""
-        smoothed = np.empty(probabilities.shape, np.float32)
-        for i, track in enumerate(track_id.tolist()):
-            start, start_time = self._state.get(track, (None, None))
-            smoothed[i] = ema(np.array([time]), probabilities[i:i + 1], self.tau, start=start, start_time=start_time)[0]
-            self._state[track] = (smoothed[i], time)
-        return smoothed
-
-
-def _column(faces: pa.Table, name: str) -> np.ndarray:
-    return faces.column(name).to_numpy(zero_copy_only=False)
-
-
-def episodes_table(faces: pa.Table, labels: list[str], min_seconds: float) -> pa.Table:
-    """One row per stretch of one track in one smoothed emotion of at least ``min_seconds``."""
-    track, frame, time = (_column(faces, name) for name in ("track_id", "frame_index", "pts_time"))
-    label = np.array([labels.index(value) for value in _column(faces, "smoothed_emotion")], np.int64)
-    score = _column(faces, "smoothed_score")
-    order = np.lexsort((frame, track))
-    starts = np.flatnonzero(np.r_[True, (np.diff(track[order]) != 0) | (np.diff(label[order]) != 0)]) if len(order) else []
-    rows = []
-    for start, end in zip(starts, np.r_[starts[1:], len(order)] if len(order) else []):
-        run = order[start:end]
-        duration = float(time[run[-1]] - time[run[0]])
-        if duration < min_seconds:
-            continue
-        peak = run[int(np.argmax(score[run]))]
-        rows.append({"track_id": int(track[run[0]]), "emotion": labels[label[run[0]]],
-                     "start_frame": int(frame[run[0]]), "end_frame": int(frame[run[-1]]),
-                     "start_time": float(time[run[0]]), "end_time": float(time[run[-1]]), "duration_s": duration,
-                     "mean_score": float(score[run].mean()), "peak_score": float(score[peak]),
-                     "peak_frame": int(frame[peak])})
-    return pa.Table.from_pylist(rows, schema=EPISODES_SCHEMA)
+    def __post_init__(self, num_labels: int) -> None:
+        self.probability_sum = np.zeros(num_labels, np.float64)
+        self.label_counts = np.zeros(num_labels, np.int64)
 
 
-def timeline_tables(faces: pa.Table, labels: list[str], min_episode_seconds: float) -> dict[str, pa.Table]:
-    """The ``tracks`` and ``episodes`` tables of one video's (or live session's) faces rows."""
-    return {"tracks": tracks_table(faces, labels), "episodes": episodes_table(faces, labels, min_episode_seconds)}
+class TimelineTotals:
+    """Running per-track totals of one video's or live session's faces; ``tables()`` gives ``tracks`` and
+    ``episodes`` of everything added so far (a stretch still going counts when already long enough)."""
 
+    def __init__(self, labels: list[str], min_episode_seconds: float) -> None:
+        self.labels, self.min_episode_seconds = list(labels), min_episode_seconds
+        self._tracks: dict[int, _TrackTotals] = {}
+        self._episodes: list[dict] = []
 
-def tracks_table(faces: pa.Table, labels: list[str]) -> pa.Table:
-    """One row per track: span, frames, dominant emotion, mean probabilities, shares, best face."""
-    track, frame, time = (_column(faces, name) for name in ("track_id", "frame_index", "pts_time"))
-    xyxy = np.stack([_column(faces, name) for name in ("x1", "y1", "x2", "y2")], axis=1).reshape(-1, 4)
-    probabilities = np.stack([_column(faces, f"p_{label}") for label in labels], axis=1).reshape(-1, len(labels))
-    label = np.array([labels.index(value) for value in _column(faces, "smoothed_emotion")], np.int64)
-    quality = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]) * _column(faces, "det_score")
-    rows = []
-    order = np.argsort(track, kind="stable")
-    for members in np.split(order, np.flatnonzero(np.diff(track[order])) + 1) if len(order) else []:
-        track_id = track[members[0]]
-        share = np.bincount(label[members], minlength=len(labels)) / len(members)
-        best = members[int(np.argmax(quality[members]))]
-        means = probabilities[members].mean(axis=0)
-        rows.append({"track_id": int(track_id), "first_frame": int(frame[members].min()),
-                     "last_frame": int(frame[members].max()), "start_time": float(time[members].min()),
-                     "end_time": float(time[members].max()), "frames": len(members),
-                     "dominant_emotion": labels[int(np.argmax(share))],
-                     **{f"mean_p_{name}": float(value) for name, value in zip(labels, means)},
-                     **{f"share_{name}": float(value) for name, value in zip(labels, share)},
-                     "best_frame": int(frame[best]),
-                     **{f"best_{name}": float(value) for name, value in zip(("x1", "y1", "x2", "y2"), xyxy[best])}})
-    return pa.Table.from_pylist(rows, schema=tracks_schema(labels))
+    def add(self, batch: FaceBatch) -> None:
+        """Fold in the next tracked, smoothed faces (batches in frame order)."""
+        if not len(batch):
+            return
+        times = np.repeat(batch.pts_time, batch.faces_per_frame())
+        label, score = batch.smoothed.argmax(axis=1), batch.smoothed.max(axis=1)
+        quality = (batch.xyxy[:, 2] - batch.xyxy[:, 0]) * (batch.xyxy[:, 3] - batch.xyxy[:, 1]) * batch.det_score
+        order = np.argsort(batch.track_id, kind="stable")  # each track's rows, in frame order
+        for rows in np.split(order, np.flatnonzero(np.diff(batch.track_id[order])) + 1):
+            track_id = int(batch.track_id[rows[0]])
+            frames = batch.face_frame[rows]
+            totals = self._tracks.get(track_id)
+            if totals is None:
+                totals = self._tracks[track_id] = _TrackTotals(int(frames[0]), float(times[rows[0]]), len(self.labels))
+            totals.last_frame, totals.end_time = int(frames[-1]), float(times[rows[-1]])
+            totals.frames += len(rows)
+            totals.probability_sum += batch.probabilities[rows].sum(axis=0, dtype=np.float64)
+            totals.label_counts += np.bincount(label[rows], minlength=len(self.labels))
+            best = rows[int(np.argmax(quality[rows]))]
+            if quality[best] > totals.best_quality:  # the first face of the best quality
+                totals.best_quality, totals.best_frame, totals.best_box = float(quality[best]), int(batch.face_frame[best]), batch.xyxy[best]
+            self._add_runs(track_id, totals, label[rows], frames, times[rows], score[rows])
+
+    def _add_runs(self, track_id: int, totals: _TrackTotals, label: np.ndarray, frames: np.ndarray,
+                  times: np.ndarray, scores: np.ndarray) -> None:
+        starts = np.flatnonzero(np.r_[True, np.diff(label) != 0])
+        for start, end in zip(starts, np.r_[starts[1:], len(label)]):
+            if totals.run is None or totals.run.label != label[start]:
+                self._close(track_id, totals.run)
+                totals.run = _Run(int(label[start]), int(frames[start]), float(times[start]))
+            totals.run.extend(frames[start:end], times[start:end], scores[start:end])
+
+    def _close(self, track_id: int, run: _Run | None) -> None:
+        if run is not None and run.end_time - run.start_time >= self.min_episode_seconds:
+            self._episodes.append(run.episode(track_id, self.labels))
+
+    def tables(self) -> dict[str, pa.Table]:
+        """``tracks`` (one row per track, by id) and ``episodes`` (by track, then time)."""
+        tracks, episodes = [], list(self._episodes)
+        for track_id in sorted(self._tracks):
+            totals = self._tracks[track_id]
+            share = totals.label_counts / totals.frames
+            means = totals.probability_sum / totals.frames
+            tracks.append({
+                "track_id": track_id, "first_frame": totals.first_frame, "last_frame": totals.last_frame,
+                "start_time": totals.start_time, "end_time": totals.end_time, "frames": totals.frames,
+                "dominant_emotion": self.labels[int(np.argmax(share))],
+                **{f"mean_p_{name}": float(value) for name, value in zip(self.labels, means)},
+                **{f"share_{name}": float(value) for name, value in zip(self.labels, share)},
+                "best_frame": totals.best_frame,
+                **{f"best_{name}": float(value) for name, value in zip(BOX, totals.best_box)}})
+            run = totals.run
+            if run is not None and run.end_time - run.start_time >= self.min_episode_seconds:
+                episodes.append(run.episode(track_id, self.labels))
+        episodes.sort(key=lambda row: (row["track_id"], row["start_frame"]))
+        return {"tracks": pa.Table.from_pylist(tracks, schema=tracks_schema(self.labels)),
+                "episodes": pa.Table.from_pylist(episodes, schema=EPISODES_SCHEMA)}
 
 
 EPISODES_SCHEMA = pa.schema([
@@ -138,5 +151,5 @@ def tracks_schema(labels: list[str]) -> pa.Schema:
         ("track_id", pa.int64()), ("first_frame", pa.int64()), ("last_frame", pa.int64()), ("start_time", pa.float64()),
         ("end_time", pa.float64()), ("frames", pa.int64()), ("dominant_emotion", pa.string()),
         *[(f"mean_p_{label}", pa.float32()) for label in labels], *[(f"share_{label}", pa.float32()) for label in labels],
-        ("best_frame", pa.int64()), *[(f"best_{name}", pa.float32()) for name in ("x1", "y1", "x2", "y2")],
+        ("best_frame", pa.int64()), *[(f"best_{name}", pa.float32()) for name in BOX],
     ])

@@ -5,7 +5,8 @@ batch schema (so ``emoray query``, DuckDB and pandas read live and batch output 
 columns, ``capture_time`` (UTC timestamp) and ``latency_ms`` (capture to result). Each part is
 written under a temporary name and renamed, so a crash loses at most the part being filled. With each
 part, this session's ``tracks`` and ``episodes`` (``OUT/tracks/video_id=<stream id>/session-<UTC
-start>.parquet``) are computed again from all its faces rows, so they stay current as parts roll.
+start>.parquet``) are written again from running per-track totals, so they stay current as parts roll at a
+cost that does not grow with the session's length.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
 from pipeline.results import FaceBatch
-from pipeline import timeline
+from pipeline.timeline import TimelineTotals
 from pipeline.sinks.parquet import (
     EPISODES, FACES, FRAMES, TRACKS, encode_metadata, faces_schema, frames_schema, partition_dir, result_columns,
 )
@@ -49,7 +50,7 @@ class RollingPartsWriter:
         encoded = encode_metadata(metadata)
         self._schemas = {FACES: _with_live_fields(faces_schema(self.labels, encoded)),
                          FRAMES: _with_live_fields(frames_schema(encoded))}
-        self.min_episode_seconds = min_episode_seconds
+        self.timeline = TimelineTotals(self.labels, min_episode_seconds)
         self._metadata = encoded
         self._session = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         self._dirs = {table: partition_dir(Path(out), table, self.video_id) for table in (FACES, FRAMES, TRACKS, EPISODES)}
@@ -90,14 +91,12 @@ class RollingPartsWriter:
             move_into_place(temporary, target)
             self.paths.append(str(target))
         self.parts_written += 1
+        self.timeline.add(batch)
         self._write_timeline()
 
     def _write_timeline(self) -> None:
-        """This session's ``tracks`` and ``episodes`` from all its faces parts so far (one file each, replaced)."""
-        faces_parts = [path for path in self.paths if Path(path).parent == self._dirs[FACES]]
-        columns = timeline.FACES_COLUMNS + [f"p_{label}" for label in self.labels]
-        faces = pa.concat_tables([pq.read_table(path, columns=columns) for path in faces_parts])
-        for table, rows in timeline.timeline_tables(faces, self.labels, self.min_episode_seconds).items():
+        """This session's ``tracks`` and ``episodes`` so far (one file each, replaced), from running totals."""
+        for table, rows in self.timeline.tables().items():
             target = self._dirs[table] / f"session-{self._session}.parquet"
             temporary = target.with_name(f".{target.name}.tmp")
             pq.write_table(rows.replace_schema_metadata(self._metadata), temporary)

@@ -18,9 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
-from pipeline import timeline
 from pipeline.results import FaceBatch
-from pipeline.timeline import smooth_tracks
+from pipeline.timeline import TimelineTotals
 
 FACES, FRAMES, TRACKS, EPISODES = "faces", "frames", "tracks", "episodes"
 TABLES = (FACES, FRAMES, TRACKS, EPISODES)
@@ -44,8 +43,8 @@ def probability_column(label: str) -> str:
     return f"p_{label}"
 
 
-def faces_schema(labels: list[str], metadata: dict[str, str], *, smoothed: bool = True) -> pa.Schema:
-    """The faces table; ``smoothed=False`` leaves out the smoothed columns (batch mode adds them when a video ends)."""
+def faces_schema(labels: list[str], metadata: dict[str, str]) -> pa.Schema:
+    """The faces table."""
     fields = [
         pa.field(VIDEO_PATH, pa.string()), pa.field(FRAME_INDEX, pa.int64()), pa.field(PTS_TIME, pa.float64()),
         pa.field(FACE_INDEX, pa.int32()), pa.field(TRACK_ID, pa.int64()),
@@ -54,9 +53,8 @@ def faces_schema(labels: list[str], metadata: dict[str, str], *, smoothed: bool 
         *[pa.field(name, pa.float32()) for name in QUALITY_COLUMNS],
         pa.field(EMOTION, pa.string()), pa.field(EMOTION_SCORE, pa.float32()),
         *[pa.field(probability_column(label), pa.float32()) for label in labels],
+        pa.field(SMOOTHED_EMOTION, pa.string()), pa.field(SMOOTHED_SCORE, pa.float32()),
     ]
-    if smoothed:
-        fields += [pa.field(SMOOTHED_EMOTION, pa.string()), pa.field(SMOOTHED_SCORE, pa.float32())]
     return pa.schema(fields, metadata=metadata)
 
 
@@ -97,7 +95,7 @@ def result_columns(batch: FaceBatch, labels: list[str], video_path: str) -> tupl
         EMOTION: pa.array(np.array(labels, dtype=object)[best] if n else [], pa.string()),
         EMOTION_SCORE: batch.probabilities.max(axis=1) if n else np.zeros(0, np.float32),
         **{probability_column(label): batch.probabilities[:, i] for i, label in enumerate(labels)},
-        **(smoothed_columns(batch.smoothed, labels) if batch.smoothed is not None else {}),
+        **smoothed_columns(batch.smoothed, labels),
     }
     frames = {
         VIDEO_PATH: pa.array([video_path] * batch.num_frames, pa.string()),
@@ -120,39 +118,38 @@ def remove_published(out: Path, video_id: str) -> None:
             folder.rmdir()
 
 
-class VideoResultsWriter:
-    """Streams one video's tracked batches, in order, into its tables; smooths and summarizes at the end.
+class VideoParquetSink:
+    """Streams one video's final rows, in order, into its ``faces`` and ``frames`` tables, and its
+    ``tracks`` and ``episodes`` (running totals, ``pipeline.timeline``) on close.
 
     Follows write/close/publish (or abort): the files are written in ``OUT/.staging/<video_id>/``
     and appear in their partitions only on ``publish()``, just before the manifest, so a reader of
-    ``faces/`` never sees rows of a video that is half done, failed or killed. ``close()`` smooths each
-    track's emotions forward and backward (``pipeline.timeline``), adds them to the faces, and writes
-    the ``tracks`` and ``episodes`` tables computed from those faces rows.
+    ``faces/`` never sees rows of a video that is half done, failed or killed.
     """
 
     def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object], *,
-                 smoothing_seconds: float, min_episode_seconds: float) -> None:
+                 min_episode_seconds: float) -> None:
         self.video_path, self.labels = video_path, list(labels)
-        self.smoothing_seconds, self.min_episode_seconds = smoothing_seconds, min_episode_seconds
         self._metadata = encode_metadata(metadata)
         self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in TABLES}
         self._staging = staging_dir(out, video_id)
         shutil.rmtree(self._staging, ignore_errors=True)  # left by a run that was killed
         self._staging.mkdir(parents=True)
         self.staged = {table: self._staging / f"{table}.parquet" for table in TABLES}
-        self._raw_faces = self._staging / "faces-unsmoothed.parquet"
         self._writers = {
-            FACES: pq.ParquetWriter(self._raw_faces, faces_schema(self.labels, self._metadata, smoothed=False)),
+            FACES: pq.ParquetWriter(self.staged[FACES], faces_schema(self.labels, self._metadata)),
             FRAMES: pq.ParquetWriter(self.staged[FRAMES], frames_schema(self._metadata)),
         }
+        self.timeline = TimelineTotals(self.labels, min_episode_seconds)
         self.frames_written = self.faces_written = 0
         self.emotion_counts = np.zeros(len(self.labels), np.int64)
 
     def write(self, batch: FaceBatch) -> None:
-        """Append the next tracked batch of the video (batches must come in order)."""
+        """Append the next final (tracked, smoothed) rows of the video (batches must come in order)."""
         faces, frames = result_columns(batch, self.labels, self.video_path)
         self._writers[FACES].write_table(pa.table(faces, schema=self._writers[FACES].schema))
         self._writers[FRAMES].write_table(pa.table(frames, schema=self._writers[FRAMES].schema))
+        self.timeline.add(batch)
         self.frames_written += batch.num_frames
         self.faces_written += len(batch)
         if len(batch):
@@ -162,35 +159,9 @@ class VideoResultsWriter:
         """Finish the tables, still staged (the annotated video is drawn from them); returns their paths."""
         for writer in self._writers.values():
             writer.close()
-        with pq.ParquetFile(self._raw_faces) as raw:
-            faces = self._add_smoothed_emotions(raw)
-        self._raw_faces.unlink()
-        for table, rows in timeline.timeline_tables(faces, self.labels, self.min_episode_seconds).items():
+        for table, rows in self.timeline.tables().items():
             pq.write_table(rows.replace_schema_metadata(self._metadata), self.staged[table])
         return dict(self.staged)
-
-    def _add_smoothed_emotions(self, raw: pq.ParquetFile) -> pa.Table:
-        """Write the final faces file: the rows of ``raw`` with each track's emotions smoothed both ways.
-
-        Returns the columns that tracks and episodes are computed from, so the file is not read again.
-        """
-        wanted = [name for name in timeline.FACES_COLUMNS if name not in (SMOOTHED_EMOTION, SMOOTHED_SCORE)]
-        columns = raw.read(columns=wanted + list(map(probability_column, self.labels)))
-        probabilities = np.stack([columns.column(probability_column(label)).to_numpy() for label in self.labels], axis=1)
-        smoothed = smooth_tracks(columns.column(TRACK_ID).to_numpy(), columns.column(PTS_TIME).to_numpy(),
-                                 probabilities.reshape(-1, len(self.labels)), self.smoothing_seconds)
-        extra = pa.table(smoothed_columns(smoothed, self.labels))
-        schema = faces_schema(self.labels, self._metadata)
-        with pq.ParquetWriter(self.staged[FACES], schema) as writer:
-            offset = 0
-            for batch in raw.iter_batches(batch_size=1 << 16):  # streamed: the rows are not all held at once
-                rows = pa.Table.from_batches([batch])
-                for name in (SMOOTHED_EMOTION, SMOOTHED_SCORE):
-                    rows = rows.append_column(name, extra.column(name).slice(offset, batch.num_rows))
-                writer.write_table(rows.cast(schema))
-                offset += batch.num_rows
-        return columns.append_column(SMOOTHED_EMOTION, extra.column(SMOOTHED_EMOTION)).append_column(
-            SMOOTHED_SCORE, extra.column(SMOOTHED_SCORE))
 
     def publish(self) -> dict[str, str]:
         """Move the closed files into their partitions; returns the final paths."""

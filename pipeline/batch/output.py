@@ -1,0 +1,96 @@
+"""A job's OUT, on a local disk or in an object store, resolved once: where files are staged, how they are
+published, where manifests are read and written.
+
+A local OUT is written in place (staged under ``OUT/.staging/``, renamed into its partitions). An
+object-store OUT (``s3://...``) is staged in a local folder of the process that writes, and each file is
+uploaded whole when its video is published, the manifest last. Each process that writes builds its own
+``JobOutput`` from the same OUT string.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from jobs import storage
+from jobs.manifest import manifest_path, read_manifest, write_json_atomic
+from pipeline.errors import OutputError
+from pipeline.sinks.parquet import PART_NAME, TABLES, partition_dir, remove_published
+
+
+def check_output_writable(out: str | Path) -> None:
+    """Fail before any work when OUT (a folder, or an object-store URI) cannot be created or written."""
+    if storage.is_uri(out):
+        try:
+            return storage.check_writable(str(out))
+        except storage.StorageError as error:
+            raise OutputError(str(error)) from error
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OutputError(f"{out}: output directory is not writable ({error.strerror or error})") from error
+
+
+class JobOutput:
+    """OUT as one process of the job sees it.
+
+    Attributes:
+        root: the local folder files are written under: OUT itself, or a staging folder for a store.
+        is_local: OUT is a folder on this machine's disk (so only this node may write it).
+    """
+
+    def __init__(self, output: str | os.PathLike) -> None:
+        self.output = str(output)
+        self.store = storage.OutputStore(self.output) if storage.is_uri(self.output) else None
+        self.root = self.store.staging if self.store else Path(self.output)
+        self.is_local = self.store is None
+
+    def final(self, path: Path) -> str:
+        """Where a file under ``root`` ends up: the path itself, or its URI in the store."""
+        return self.store.uri_of(path) if self.store else str(path)
+
+    def exists(self, final: str) -> bool:
+        return storage.exists(final) if self.store else os.path.exists(final)
+
+    def publish(self, staged: dict[str, str]) -> dict[str, str]:
+        """Files already in place under ``root``: uploaded to the store (each whole), or kept; their final places."""
+        if not self.store:
+            return dict(staged)
+        return {name: self.store.publish(path) for name, path in staged.items()}
+
+    def share(self, path: Path) -> str:
+        """A staged file where a task on another node can read it (a store: uploaded; a local OUT: its path)."""
+        return self.store.share(path) if self.store else str(path)
+
+    def unshare(self, shared: str) -> None:
+        if self.store:
+            storage.delete(shared)
+
+    def unpublish(self, video_id: str) -> None:
+        """Remove a video's published rows (a failed rerun must not leave older rows visible)."""
+        if not self.store:
+            return remove_published(self.root, video_id)
+        for table in TABLES:
+            storage.delete(self.final(partition_dir(self.root, table, video_id) / PART_NAME))
+
+    def read_manifest(self, video_id: str) -> dict | None:
+        if self.store:
+            return self.store.read_json(manifest_path(self.root, video_id))
+        return read_manifest(self.root, video_id)
+
+    def write_manifest(self, video_id: str, payload: dict) -> None:
+        self.write_json(manifest_path(self.root, video_id), payload)
+
+    def write_json(self, path: Path, payload: dict) -> None:
+        if self.store:
+            self.store.write_json(path, payload)
+        else:
+            write_json_atomic(path, payload)
+
+    def close(self) -> None:
+        if self.store:
+            self.store.close()

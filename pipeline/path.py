@@ -1,0 +1,94 @@
+"""The path after the face step, composed once for batch and live mode: tracker -> smoother -> sinks.
+
+One ``FacePath`` per video (batch: in the video's unit, ``pipeline.batch.video``) or per live source.
+Batches of face-step results go in, in frame order; the tracker numbers the faces, the smoother averages
+each track's emotions over time, and every sink gets the rows once they are final. Batch mode smooths both
+ways, so rows reach the sinks a bounded window behind (``pipeline.smoothing.TwoPassSmoother``); live mode
+smooths causally, so each frame reaches them at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.results import FaceBatch
+from pipeline.smoothing import CausalSmoother, TwoPassSmoother
+from pipeline.track import FaceTracker
+
+
+class Sink(Protocol):
+    """Where final rows go: ``write`` each batch in frame order, then ``close`` (or ``abort`` on failure)."""
+
+    def write(self, batch: FaceBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FacePath:
+    """Tracks, smooths and hands on one video's or stream's face-step results.
+
+    Args:
+        sinks: where the final rows go, in this order.
+        num_labels: how many emotion probabilities each face has.
+        frame_rate: processed frames per second (the tracker's lost-track buffer is in frames).
+        smoothing_seconds: time constant of each track's moving average (0: none).
+        causal: smooth from the past only (live) instead of both ways (batch).
+    """
+
+    def __init__(self, sinks: list[Sink], *, num_labels: int, frame_rate: float, smoothing_seconds: float,
+                 causal: bool) -> None:
+        self.sinks, self.num_labels, self.causal = list(sinks), num_labels, causal
+        self.tracker = FaceTracker(frame_rate=frame_rate)
+        self._causal = CausalSmoother(smoothing_seconds) if causal else None
+        self._two_pass = None if causal else TwoPassSmoother(smoothing_seconds, num_labels)
+
+    def write(self, batch: FaceBatch, *, clock: np.ndarray | None = None) -> FaceBatch:
+        """Track and smooth the next batch and give the sinks what is final; returns that.
+
+        ``clock``: (m,) seconds at which each frame was seen, for the causal smoother (default ``pts_time``:
+        a replayed file smooths as it was recorded; a camera's clock is when its frames arrive).
+        """
+        tracked = self.tracker.update_with_faces(batch)
+        if self._causal is None:
+            final = self._two_pass.write(tracked)
+        else:
+            final = tracked.with_smoothed(self._smooth_causally(tracked, batch.pts_time if clock is None else clock))
+        self._emit(final)
+        return final
+
+    def close(self) -> None:
+        """The end of the video or stream: the rows still held go to the sinks, which then all close (the
+        first error of any is raised after)."""
+        try:
+            if self._two_pass is not None:
+                self._emit(self._two_pass.close())
+        finally:
+            errors = []
+            for sink in self.sinks:  # each one closes, whatever another one does
+                try:
+                    sink.close()
+                except Exception as error:  # noqa: BLE001  (raised below, after the others closed)
+                    errors.append(error)
+            if errors:
+                raise errors[0]
+
+    def abort(self) -> None:
+        """Give up: every sink drops what it wrote (those that can)."""
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                getattr(sink, "abort", sink.close)()
+
+    def _smooth_causally(self, batch: FaceBatch, clock: np.ndarray) -> np.ndarray:
+        smoothed = np.empty(batch.probabilities.shape, np.float32)
+        for (start, end), time in zip(zip(*batch.face_ranges()), clock):
+            smoothed[start:end] = self._causal.update(batch.track_id[start:end], float(time),
+                                                      batch.probabilities[start:end])
+        return smoothed
+
+    def _emit(self, final: FaceBatch) -> None:
+        if final.num_frames:
+            for sink in self.sinks:
+                sink.write(final)
