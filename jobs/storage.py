@@ -206,7 +206,8 @@ def write_object(uri: str, write: Callable[[object], object]) -> None:
     temporary = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
     atomic_put = filesystem.type_name != "local"
     try:
-        filesystem.create_dir(parent, recursive=True)
+        if not atomic_put:  # an object store has no folders (a marker object for one would be left behind)
+            filesystem.create_dir(parent, recursive=True)
         with filesystem.open_output_stream(path if atomic_put else temporary) as handle:
             write(handle)
         if not atomic_put:
@@ -295,10 +296,6 @@ class OutputStore:
         uri = upload(local, self.uri_of(local))
         Path(local).unlink()
         return uri
-
-    def share(self, local: str | Path) -> str:
-        """Upload a file of the staging folder where tasks on other nodes can read it, keeping the local copy."""
-        return upload(local, self.uri_of(local))
 
     def write_json(self, local: str | Path, payload: dict) -> str:
         """Write JSON to the store where the staging path ``local`` would go."""

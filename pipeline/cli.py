@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from jobs.spec import JobSpec, ModelOptions, RunOptions
-from jobs.storage import is_uri
 from models import registry
 from models.emotion import ARCHITECTURE_NAMES
 from models.errors import EmorayError
@@ -125,8 +124,6 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     from pipeline.report import JobProgress, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
-    if with_report and is_uri(output):
-        raise click.BadParameter("the report is written on a local disk: run `emoray report` where OUT is", param_hint="--report")
     options = build_options(RunOptions, **model_options, fps=fps, annotate=not no_annotate)
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
@@ -249,13 +246,14 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", metavar="OUT")
 @click.argument("sql")
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="Write the result to this file.")
 @exits_on_error
 def query(output, sql, output_format, out_file):
-    """Run SQL (DuckDB) over a job's outputs: views ``faces``, ``frames`` and ``videos`` (the manifests).
+    """Run SQL (DuckDB) over a job's outputs: views ``faces``, ``frames``, ``tracks``, ``episodes`` and
+    ``videos`` (the manifests). OUT is a folder or an object-store URI (s3://bucket/out).
 
     Rows of a video appear once it is complete; ``videos`` also lists failed videos with the reason.
 
@@ -295,8 +293,8 @@ def _format_table(table, output_format: str) -> str:
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="The page to write (default: OUT/report.html).")
+@click.argument("output", metavar="OUT")
+@click.option("-o", "--out-file", default=None, help="The page to write, a path or a URI (default: OUT/report.html).")
 @exits_on_error
 def report(output, out_file):
     """Write one self-contained HTML page about a job's results: per video, per person.
@@ -309,6 +307,7 @@ def report(output, out_file):
     Examples:
       emoray report results/                 # results/report.html
       emoray report results/ -o study.html
+      emoray report s3://bucket/results/      # s3://bucket/results/report.html
     """
     from pipeline.html_report import write_report
 

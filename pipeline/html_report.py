@@ -23,11 +23,11 @@ import matplotlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
+from jobs import storage
 from jobs.files import move_into_place
-from jobs.manifest import read_manifests
 from models.errors import EmorayError
+from pipeline.outputs import PublishedOutputs
 from pipeline.smoothing import smooth_tracks
 
 matplotlib.use("Agg")
@@ -43,12 +43,6 @@ UNFOLDED_UP_TO = 5  # a job of more videos shows its details folded, so the inde
 
 class ReportError(EmorayError, ValueError):
     """The folder holds no emoray results to report on."""
-
-
-def _table(out: Path, name: str, video_id: str, columns: list[str] | None = None) -> pa.Table | None:
-    folder = out / name / f"video_id={video_id}"
-    files = sorted(folder.glob("*.parquet"))
-    return ds.dataset(files, format="parquet").to_table(columns=columns) if files else None
 
 
 def _png(figure) -> str:
@@ -102,6 +96,10 @@ def _thumbnail(source: str, pts_time: float, box: tuple[float, float, float, flo
     """The face at ``box`` in the frame of ``source`` shown at ``pts_time``, as a JPEG data URI (None if unreadable)."""
     from pipeline.sources.file import iter_frames
 
+    try:
+        source = str(storage.local_copy(source)) if storage.is_uri(source) else source  # this machine's cached copy
+    except storage.StorageError:
+        return None
     if not os.path.exists(source):
         return None
     try:
@@ -125,15 +123,15 @@ def _thumbnail(source: str, pts_time: float, box: tuple[float, float, float, flo
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode() if ok else None
 
 
-def _video_section(out: Path, manifest: dict, destination: Path, *, unfolded: bool) -> tuple[str, str]:
+def _video_section(outputs: PublishedOutputs, manifest: dict, destination: str, *, unfolded: bool) -> tuple[str, str]:
     """(the index row, the details, folded unless ``unfolded``) of one video."""
     e = html.escape
     video_id, path, status = manifest["video_id"], manifest.get("path", ""), manifest.get("status")
     counts = manifest.get("counts") or {}
     name = Path(path).name
     labels = (manifest.get("labels") or list(COLORS))
-    faces = _table(out, "faces", video_id, ["track_id", "frame_index", "pts_time", *(f"p_{label}" for label in labels)])
-    tracks, episodes = _table(out, "tracks", video_id), _table(out, "episodes", video_id)
+    faces = outputs.table("faces", video_id, ["track_id", "frame_index", "pts_time", *(f"p_{label}" for label in labels)])
+    tracks, episodes = outputs.table("tracks", video_id), outputs.table("episodes", video_id)
     options = manifest.get("options") or {}
     tau = float(options.get("smoothing_seconds", 1.0))
     n_tracks = tracks.num_rows if tracks is not None else 0
@@ -151,8 +149,9 @@ def _video_section(out: Path, manifest: dict, destination: Path, *, unfolded: bo
     if manifest.get("error"):
         body.append(f'<p class="error">{e(manifest["error"])}</p>')
     annotated = (manifest.get("outputs") or {}).get("annotated")
-    if annotated and os.path.exists(annotated):
-        link = urllib.parse.quote(os.path.relpath(annotated, destination.parent))
+    if annotated and outputs.exists(annotated):
+        local = not storage.is_uri(annotated) and not storage.is_uri(destination)
+        link = urllib.parse.quote(os.path.relpath(annotated, os.path.dirname(destination))) if local else annotated
         body.append(f'<p><a href="{e(link)}">annotated video</a></p>')
     if faces is not None and n_tracks:
         longest = tracks.sort_by([("frames", "descending")]).slice(0, MAX_TRACKS)
@@ -193,15 +192,18 @@ summary { cursor: pointer; } .path { color: #777; font-size: .85rem; } .error { 
 """
 
 
-def write_report(out: str | os.PathLike, destination: str | os.PathLike | None = None) -> Path:
-    """Write the report of output folder ``out`` (default ``OUT/report.html``); returns its path."""
-    out = Path(out)
-    destination = Path(destination) if destination else out / "report.html"
-    manifests = read_manifests(out)
+def write_report(out: str | os.PathLike, destination: str | os.PathLike | None = None) -> str:
+    """Write the report of OUT (a folder or an object-store URI) to ``destination`` (default ``OUT/report.html``,
+    in the store for a URI); returns where it is."""
+    outputs = PublishedOutputs(out)
+    out = str(out)
+    destination = str(destination) if destination else (storage.join(out, "report.html") if outputs.is_uri
+                                                           else str(Path(out) / "report.html"))
+    manifests = outputs.manifests()
     if not manifests:
         raise ReportError(f"{out}: no results to report on (no {out}/manifest/*.json)")
     manifests.sort(key=lambda m: str(m.get("path", "")))
-    sections = [_video_section(out, manifest, destination, unfolded=len(manifests) <= UNFOLDED_UP_TO)
+    sections = [_video_section(outputs, manifest, destination, unfolded=len(manifests) <= UNFOLDED_UP_TO)
                 for manifest in manifests]
     complete = [m for m in manifests if m.get("status") == "complete"]
     failed = len(manifests) - len(complete)
@@ -223,8 +225,12 @@ def write_report(out: str | os.PathLike, destination: str | os.PathLike | None =
 {"".join(details for _, details in sections)}
 </body></html>
 """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.tmp")
+    if storage.is_uri(destination):
+        storage.write_object(destination, lambda handle: handle.write(page.encode()))
+        return destination
+    path = Path(destination)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(page)
-    move_into_place(temporary, destination)
+    move_into_place(temporary, path)
     return destination

@@ -7,9 +7,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from jobs.manifest import read_manifests
 from models.errors import EmorayError
-from pipeline.sinks.parquet import FACES, FRAMES, TABLES
+from pipeline.outputs import PublishedOutputs
+from pipeline.sinks.parquet import TABLES
 
 VIDEOS_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("path", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -22,10 +22,10 @@ class QueryError(EmorayError, ValueError):
     """The SQL failed or the output directory has no results."""
 
 
-def videos_table(out: str | Path) -> pa.Table:
+def videos_table(outputs: PublishedOutputs) -> pa.Table:
     """One row per video of OUT's manifests: what completed, what failed and why, with which models."""
     rows = []
-    for manifest in read_manifests(Path(out)):
+    for manifest in outputs.manifests():
         counts, models = manifest.get("counts") or {}, manifest.get("models") or {}
         rows.append({
             "video_id": manifest.get("video_id"), "path": manifest.get("path"), "status": manifest.get("status"),
@@ -41,19 +41,26 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with views over OUT's hive-partitioned Parquet datasets and its manifests.
 
     Only published parts are read: a video's rows appear when it completes (hidden staged files and
-    the parts of videos still running are not matched by the pattern).
+    the parts of videos still running are not matched). OUT may be a folder or an object-store URI.
     """
-    out = Path(out)
+    outputs = PublishedOutputs(out)
+    if not outputs.is_uri and not Path(out).is_dir():
+        raise QueryError(f"{out}: no such output folder")
     connection = duckdb.connect()
-    videos = videos_table(out)
+    videos = videos_table(outputs)
     found = len(videos) > 0
     connection.register("videos", videos)
     for table in TABLES:
-        files = sorted((out / table).glob("video_id=*/*.parquet"))
-        if not files:
+        if outputs.is_uri:  # read through pyarrow's filesystem (DuckDB's own would need an extension download)
+            dataset = outputs.dataset(table)
+            if dataset is not None:
+                found = True
+                connection.register(table, dataset)
+            continue
+        if not outputs.parts(table):
             continue
         found = True
-        pattern = str(out / table / "*" / "*.parquet").replace("'", "''")
+        pattern = str(Path(out) / table / "*" / "*.parquet").replace("'", "''")
         connection.execute(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from jobs.manifest import FAILED
 from models.errors import EmorayError
@@ -28,6 +29,8 @@ from pipeline.stopping import StopRequest
 
 SKIPPED, INTERRUPTED = "skipped", "interrupted"
 MAX_ATTEMPTS = 3  # a video whose unit was lost (its node died) starts again this many times at most
+# a unit's host died (with its node), or the annotate task bound to that node can no longer run there
+LOST = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.TaskUnschedulableError)
 
 
 @dataclass
@@ -67,10 +70,9 @@ class VideoFlow:
     """Moves the videos of one job through the cluster; ``outcomes`` holds one row per video it ended."""
 
     def __init__(self, context: JobContext, output: JobOutput, plan: ClusterPlan, models: list[ActorModels],
-                 hosts: list[ray.actor.ActorHandle], *, stop: StopRequest, node_id: str | None) -> None:
+                 hosts: list[ray.actor.ActorHandle], *, stop: StopRequest) -> None:
         self.context, self.output, self.plan, self.models, self.hosts = context, output, plan, models, hosts
         self.stop = stop
-        self.node_id = node_id  # where annotate tasks must run (a local OUT), else anywhere
         self.outcomes: list[VideoOutcome] = []
         self.frames = 0
         self._model_turn = itertools.count()
@@ -171,26 +173,19 @@ class VideoFlow:
         try:
             result = ray.get(ref)
         except (EmorayError, ray.exceptions.RayError) as error:
-            if name == "annotate" and not isinstance(error, ray.exceptions.RayActorError):
+            if name == "annotate" and not isinstance(error, LOST):
                 error = EmorayError(f"annotated video: {_message(error, video.path)}")
             return self._fail(video, error)
-        if name == "finish" and result is not None:
-            options = self.context.options
-            task = annotate.options(num_cpus=self.plan.segment_cpus, scheduling_strategy=self._annotate_placement())
-            video.step = task.remote(str(video.path), result["destination"], result["faces"], options.fps,
-                                     list(self.context.labels))
+        if name == "finish" and result is not None:  # annotate where the unit staged the faces file
+            where = NodeAffinitySchedulingStrategy(result["node_id"], soft=False)
+            task = annotate.options(num_cpus=self.plan.segment_cpus, scheduling_strategy=where)
+            video.step = task.remote(str(video.path), result["destination"], result["faces"],
+                                     self.context.options.fps, list(self.context.labels))
             video.step_name = "annotate"
         elif name in ("finish", "annotate"):
             video.step, video.step_name = video.host.publish.remote(video.video_id), "publish"
         else:
             self.outcomes.append(result)
-
-    def _annotate_placement(self):
-        if self.node_id is None:
-            return "SPREAD"
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        return NodeAffinitySchedulingStrategy(self.node_id, soft=False)
 
     def _ended(self, video: Video) -> bool:
         return not (video.segments or video.decoding or video.taking or video.step is not None)
@@ -199,18 +194,21 @@ class VideoFlow:
         """A lost unit starts its video again elsewhere; any other error fails the video with the reason:
         its staged parts dropped, rows an earlier run published removed, a failed manifest written."""
         self._drop(video)
-        if isinstance(error, ray.exceptions.RayActorError) and video.attempts < MAX_ATTEMPTS and video.task:
+        if isinstance(error, LOST) and video.attempts < MAX_ATTEMPTS and video.task:
             video.attempts += 1
             return self._begin(video)
         message = _message(error, video.path)
-        self.output.unpublish(video.video_id)
+        try:
+            self.output.unpublish(video.video_id)
+            self.output.write_manifest(video.video_id, {
+                "video_id": video.video_id, "path": str(video.path), "status": FAILED, "error": message,
+                "fingerprint": self.context.fingerprint, "models": self.context.model_ids, "outputs": {},
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+        except OSError as record_error:  # OUT itself failing (a store gone): the summary still says why
+            message += f" (not recorded in {self.output.output}: {record_error})"
         self.outcomes.append(VideoOutcome(str(video.path), video.video_id, FAILED, error=message,
                                           seconds=time.monotonic() - video.started))
-        self.output.write_manifest(video.video_id, {
-            "video_id": video.video_id, "path": str(video.path), "status": FAILED, "error": message,
-            "fingerprint": self.context.fingerprint, "models": self.context.model_ids, "outputs": {},
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
 
     def _drop(self, video: Video) -> None:
         """Cancel what is under way for a video and have its unit drop what it staged."""

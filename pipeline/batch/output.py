@@ -62,14 +62,6 @@ class JobOutput:
             return dict(staged)
         return {name: self.store.publish(path) for name, path in staged.items()}
 
-    def share(self, path: Path) -> str:
-        """A staged file where a task on another node can read it (a store: uploaded; a local OUT: its path)."""
-        return self.store.share(path) if self.store else str(path)
-
-    def unshare(self, shared: str) -> None:
-        if self.store:
-            storage.delete(shared)
-
     def unpublish(self, video_id: str) -> None:
         """Remove a video's published rows (a failed rerun must not leave older rows visible)."""
         if not self.store:

@@ -11,6 +11,7 @@ safe point: finished videos stay, unfinished ones leave nothing visible.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -36,6 +37,7 @@ from pipeline.stages import inspect_video
 from pipeline.stopping import StopRequest
 
 __all__ = ["BatchJob", "INTERRUPTED", "SKIPPED", "connect_for"]
+log = logging.getLogger(__name__)
 
 
 class _Interrupted(Exception):
@@ -92,11 +94,13 @@ class BatchJob:
                           for folder in found.output_folders]
         if not found.inputs and not found.refused:
             raise InputError(_no_inputs_message(self.spec))
-        self.plan = plan = ClusterPlan.for_cluster(
-            ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
+        node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
+        self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources(), node_cpus)
         actors = start_actors(self.options, plan)
+        # a local OUT is this node's disk; a store's videos are finished anywhere: a unit host on every node
         here = ray.get_runtime_context().get_node_id() if self.output.is_local else None
-        hosts = start_unit_hosts(self.spec.output, plan.unit_hosts, node_id=here)
+        hosts = start_unit_hosts(self.spec.output, plan.unit_hosts if here else max(plan.unit_hosts, len(node_cpus)),
+                                 node_id=here)
         try:  # the actors hold their CPUs or GPU until killed, whatever happens here
             candidates = self._candidates(found.inputs)
             # probe the first videos while the models load (a short job waits less for its first worker)
@@ -110,8 +114,7 @@ class BatchJob:
             for ref in [ref for ref, video in early.items() if id(video) not in pending]:  # complete already
                 del early[ref]
                 ray.cancel(ref)
-            flow = VideoFlow(context, self.output, plan, [models.on(actor) for actor in actors], hosts,
-                             stop=self.stop, node_id=here)
+            flow = VideoFlow(context, self.output, plan, [models.on(actor) for actor in actors], hosts, stop=self.stop)
             done, total = len(self.outcomes), len(todo) + len(self.outcomes)
             try:
                 flow.run(todo, early, lambda state: self.on_progress(state | {"done": state["done"] + done,
@@ -173,8 +176,14 @@ class BatchJob:
         return inspect_video.remote(str(video.path), self.options.segment_seconds)
 
     def _write_job_json(self, seconds: float, driver_cpu_s: float) -> None:
+        try:
+            self.output.write_json(self.output.root / "job.json", self._summary(seconds, driver_cpu_s))
+        except OSError as error:  # OUT failing at the end (a store gone): the outcomes are still returned
+            log.warning("%s: job.json not written (%s)", self.spec.output, error)
+
+    def _summary(self, seconds: float, driver_cpu_s: float) -> dict:
         failed = [o for o in self.outcomes if o.status == FAILED]
-        self.output.write_json(self.output.root / "job.json", {
+        return {
             "spec": self.spec.to_dict(), "models": self.model_ids, "fingerprint": self.fingerprint,
             "summary": {"videos": len(self.outcomes), "failed": len(failed),
                         "interrupted": sum(o.status == INTERRUPTED for o in self.outcomes),
@@ -183,7 +192,7 @@ class BatchJob:
                         "faces": sum(o.faces for o in self.outcomes if o.status == "complete"),
                         "seconds": round(seconds, 3), "driver_cpu_s": round(driver_cpu_s, 3)},
             "videos": [vars(o) for o in self.outcomes],
-        })
+        }
 
 
 def _close(hosts: list) -> None:

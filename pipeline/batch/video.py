@@ -89,7 +89,6 @@ class VideoUnit:
                              frame_rate=processed_fps(task.info, options.fps),
                              smoothing_seconds=options.smoothing_seconds, causal=False)
         self.last_pts = -1.0
-        self.shared_faces: str | None = None
 
     def take(self, batch: FaceBatch) -> dict:
         """The next segment's faces (segments in order); returns how many frames and faces it held."""
@@ -99,8 +98,8 @@ class VideoUnit:
         return {"frames": batch.num_frames, "faces": len(batch)}
 
     def finish(self) -> dict | None:
-        """Complete the tables (staged). Returns what the annotate task needs (the faces file to draw from
-        and the MP4 to write), or None without annotation.
+        """Complete the tables (staged). Returns what the annotate task needs (the faces file to draw from, on
+        this node, and the MP4 to write), or None without annotation.
 
         Raises:
             EmorayError: no frame was decoded, or decoding ended well before the announced duration.
@@ -111,15 +110,12 @@ class VideoUnit:
             raise EmorayError(error)
         if not self.context.options.annotate:
             return None
-        self.shared_faces = self.output.share(self.sink.staged[FACES])
-        return {"faces": self.shared_faces, "destination": self.output.final(self._annotated_path())}
+        return {"faces": str(self.sink.staged[FACES]), "destination": self.output.final(self._annotated_path())}
 
     def publish(self) -> VideoOutcome:
         """Move the parts into place, then write the manifest: the video is complete."""
         task, sink = self.task, self.sink
         outputs = self.output.publish(sink.publish())
-        if self.shared_faces:
-            self.output.unshare(self.shared_faces)
         annotated = self.output.final(self._annotated_path())
         if self.context.options.annotate and self.output.exists(annotated):
             outputs["annotated"] = annotated
@@ -142,8 +138,6 @@ class VideoUnit:
     def abort(self) -> None:
         """Drop everything staged (a failed or interrupted video publishes nothing)."""
         self.path.abort()
-        if self.shared_faces:
-            self.output.unshare(self.shared_faces)
 
     def _annotated_path(self) -> Path:
         return self.output.root / "annotated" / self.task.annotated
@@ -169,10 +163,6 @@ class UnitHost:
         self.output = JobOutput(output)
         self.units: dict[str, VideoUnit] = {}
 
-    def ready(self) -> str:
-        """This host's node id, once its libraries are loaded."""
-        return ray.get_runtime_context().get_node_id()
-
     def start(self, task: VideoTask, context: JobContext) -> None:
         self.abort(task.video_id)  # a redo starts afresh
         self.units[task.video_id] = VideoUnit(task, context, self.output)
@@ -181,7 +171,9 @@ class UnitHost:
         return self._unit(video_id).take(batch)
 
     def finish(self, video_id: str) -> dict | None:
-        return self._unit(video_id).finish()
+        """The unit's ``finish``, with this node's id: the annotate task runs here, where the faces file is."""
+        annotation = self._unit(video_id).finish()
+        return None if annotation is None else annotation | {"node_id": ray.get_runtime_context().get_node_id()}
 
     def publish(self, video_id: str) -> VideoOutcome:
         return self.units.pop(video_id).publish()
