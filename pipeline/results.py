@@ -82,6 +82,11 @@ class FaceBatch:
     def num_frames(self) -> int:
         return len(self.frame_index)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its arrays (what moving it to another process costs, before serialization's framing)."""
+        return sum(value.nbytes for value in vars(self).values() if isinstance(value, np.ndarray))
+
     def face_ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """Start and end (exclusive) of each processed frame's faces in the face arrays."""
         return (np.searchsorted(self.face_frame, self.frame_index, side="left"),

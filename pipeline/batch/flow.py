@@ -22,15 +22,18 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from jobs.manifest import FAILED
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
-from pipeline.batch.video import JobContext, VideoOutcome, VideoTask, annotate
+from pipeline.batch.video import JobContext, UnitLostError, VideoOutcome, VideoTask, annotate
 from pipeline.inference import ActorModels, ClusterPlan
 from pipeline.stages import inspect_video, process_segment
 from pipeline.stopping import StopRequest
 
 SKIPPED, INTERRUPTED = "skipped", "interrupted"
 MAX_ATTEMPTS = 3  # a video whose unit was lost (its node died) starts again this many times at most
-# a unit's host died (with its node), or the annotate task bound to that node can no longer run there
-LOST = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.TaskUnschedulableError)
+HOST_RESTART_SECONDS = 60.0  # how long a lost unit host may take to answer again, restarted elsewhere
+# a unit's host died (with its node) or came back without it, or the annotate task bound to that node can
+# no longer run there
+LOST = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.TaskUnschedulableError,
+        UnitLostError)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class VideoFlow:
         self.stop = stop
         self.outcomes: list[VideoOutcome] = []
         self.frames = 0
+        self.bytes_to_units = 0  # the face batches handed from segment tasks to units
         self._model_turn = itertools.count()
         self._host_load: Counter = Counter()
 
@@ -163,6 +167,7 @@ class VideoFlow:
             return self._fail(video, error)
         if kind == "take":
             self.frames += result["frames"]
+            self.bytes_to_units += result["bytes"]
         if not (video.segments or video.decoding or video.taking):
             video.step, video.step_name = video.host.finish.remote(video.video_id), "finish"
 
@@ -195,20 +200,36 @@ class VideoFlow:
         its staged parts dropped, rows an earlier run published removed, a failed manifest written."""
         self._drop(video)
         if isinstance(error, LOST) and video.attempts < MAX_ATTEMPTS and video.task:
-            video.attempts += 1
-            return self._begin(video)
+            host = self._working_host(avoid=video.host)
+            if host is not None:
+                self._host_load[video.host] -= 1
+                self._host_load[host] += 1
+                video.host, video.attempts = host, video.attempts + 1
+                return self._begin(video)
+            error = EmorayError(f"no unit host could take the video again after: {_message(error, video.path)}")
         message = _message(error, video.path)
-        try:
-            self.output.unpublish(video.video_id)
-            self.output.write_manifest(video.video_id, {
-                "video_id": video.video_id, "path": str(video.path), "status": FAILED, "error": message,
-                "fingerprint": self.context.fingerprint, "models": self.context.model_ids, "outputs": {},
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            })
-        except OSError as record_error:  # OUT itself failing (a store gone): the summary still says why
-            message += f" (not recorded in {self.output.output}: {record_error})"
+        for record in (lambda: self.output.unpublish(video.video_id), lambda: self.output.write_manifest(
+                video.video_id, {"video_id": video.video_id, "path": str(video.path), "status": FAILED,
+                                 "error": message, "fingerprint": self.context.fingerprint,
+                                 "models": self.context.model_ids, "outputs": {},
+                                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})):
+            try:
+                record()
+            except OSError as record_error:  # OUT itself failing (a store gone): the summary still says why
+                message += f" (not recorded in {self.output.output}: {record_error})"
         self.outcomes.append(VideoOutcome(str(video.path), video.video_id, FAILED, error=message,
                                           seconds=time.monotonic() - video.started))
+
+    def _working_host(self, *, avoid: ray.actor.ActorHandle) -> ray.actor.ActorHandle | None:
+        """A unit host that answers: another one if any does, else ``avoid`` once Ray has restarted it
+        (a host lost with its node restarts elsewhere in seconds; one bound to a dead node never does)."""
+        for host in sorted(self.hosts, key=lambda h: (h == avoid, self._host_load[h])):
+            try:
+                ray.get(host.__ray_ready__.remote(), timeout=HOST_RESTART_SECONDS)
+                return host
+            except (ray.exceptions.RayError, TimeoutError):
+                continue
+        return None
 
     def _drop(self, video: Video) -> None:
         """Cancel what is under way for a video and have its unit drop what it staged."""

@@ -60,6 +60,8 @@ class BatchJob:
         self.outcomes: list[VideoOutcome] = []
         self.model_ids: dict = {}
         self.fingerprint: str | None = None
+        self.bytes_to_units = 0
+        self.summary: dict = {}  # job.json, once run
 
     def run(self) -> list[VideoOutcome]:
         """Process the job; holds the output folder's lock (one writer per folder) while it runs.
@@ -94,13 +96,16 @@ class BatchJob:
                           for folder in found.output_folders]
         if not found.inputs and not found.refused:
             raise InputError(_no_inputs_message(self.spec))
-        node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]]
-        self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources(), node_cpus)
+        nodes = [node for node in ray.nodes() if node["Alive"]]
+        self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in nodes])
         actors = start_actors(self.options, plan)
-        # a local OUT is this node's disk; a store's videos are finished anywhere: a unit host on every node
-        here = ray.get_runtime_context().get_node_id() if self.output.is_local else None
-        hosts = start_unit_hosts(self.spec.output, plan.unit_hosts if here else max(plan.unit_hosts, len(node_cpus)),
-                                 node_id=here)
+        if self.output.is_local:  # this node's disk: every unit host here
+            hosts = start_unit_hosts(self.spec.output, [ray.get_runtime_context().get_node_id()] * plan.unit_hosts,
+                                     pinned=True)
+        else:  # a store: videos are finished anywhere, a unit host on every node (more on the first ones)
+            ids = [node["NodeID"] for node in nodes]
+            hosts = start_unit_hosts(self.spec.output, [ids[i % len(ids)] for i in range(max(plan.unit_hosts, len(ids)))],
+                                     pinned=False)
         try:  # the actors hold their CPUs or GPU until killed, whatever happens here
             candidates = self._candidates(found.inputs)
             # probe the first videos while the models load (a short job waits less for its first worker)
@@ -121,6 +126,7 @@ class BatchJob:
                                                                                "total": total}))
             finally:
                 self.outcomes += flow.outcomes
+                self.bytes_to_units = flow.bytes_to_units
         except _Interrupted:
             pass
         finally:
@@ -176,8 +182,9 @@ class BatchJob:
         return inspect_video.remote(str(video.path), self.options.segment_seconds)
 
     def _write_job_json(self, seconds: float, driver_cpu_s: float) -> None:
+        self.summary = self._summary(seconds, driver_cpu_s)
         try:
-            self.output.write_json(self.output.root / "job.json", self._summary(seconds, driver_cpu_s))
+            self.output.write_json(self.output.root / "job.json", self.summary)
         except OSError as error:  # OUT failing at the end (a store gone): the outcomes are still returned
             log.warning("%s: job.json not written (%s)", self.spec.output, error)
 
@@ -190,7 +197,8 @@ class BatchJob:
                         "stopped_by": self.stop.signal_name if self.stop.is_set() else None,
                         "frames": sum(o.frames for o in self.outcomes if o.status == "complete"),
                         "faces": sum(o.faces for o in self.outcomes if o.status == "complete"),
-                        "seconds": round(seconds, 3), "driver_cpu_s": round(driver_cpu_s, 3)},
+                        "seconds": round(seconds, 3), "driver_cpu_s": round(driver_cpu_s, 3),
+                        "bytes_to_units": self.bytes_to_units},
             "videos": [vars(o) for o in self.outcomes],
         }
 

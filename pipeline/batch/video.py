@@ -29,6 +29,10 @@ from pipeline.sources.file import VideoInfo
 DEFAULT_FRAME_RATE = 30.0  # what the tracker assumes of a video whose container gives no frame rate
 
 
+class UnitLostError(EmorayError, RuntimeError):
+    """A video's unit is gone: its host was restarted (its node was lost); the video starts again."""
+
+
 @dataclass
 class VideoOutcome:
     """One row of the job summary."""
@@ -91,11 +95,11 @@ class VideoUnit:
         self.last_pts = -1.0
 
     def take(self, batch: FaceBatch) -> dict:
-        """The next segment's faces (segments in order); returns how many frames and faces it held."""
+        """The next segment's faces (segments in order); returns how many frames, faces and bytes it held."""
         self.path.write(batch)
         if batch.num_frames:
             self.last_pts = float(batch.pts_time[-1])
-        return {"frames": batch.num_frames, "faces": len(batch)}
+        return {"frames": batch.num_frames, "faces": len(batch), "bytes": batch.nbytes}
 
     def finish(self) -> dict | None:
         """Complete the tables (staged). Returns what the annotate task needs (the faces file to draw from, on
@@ -131,6 +135,7 @@ class VideoUnit:
             "dominant_emotion": sink.dominant_emotion, "outputs": outputs,
             "timings": {"seconds": round(seconds, 3),
                         "fps": round(sink.frames_written / seconds, 2) if seconds else None},
+            "unit_node": ray.get_runtime_context().get_node_id(),  # the Ray node that finished the video
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         return outcome
@@ -185,8 +190,8 @@ class UnitHost:
 
     def _unit(self, video_id: str) -> VideoUnit:
         unit = self.units.get(video_id)
-        if unit is None:  # the host restarted (its node was lost): the scheduler redoes the video
-            raise EmorayError(f"video {video_id} is not on this unit host (restarted)")
+        if unit is None:
+            raise UnitLostError(f"video {video_id} is not on this unit host (restarted after its node was lost)")
         return unit
 
     def close(self) -> None:
@@ -196,17 +201,19 @@ class UnitHost:
         self.output.close()
 
 
-def start_unit_hosts(output: str, count: int, *, node_id: str | None) -> list[ray.actor.ActorHandle]:
-    """``count`` unit hosts: on the node ``node_id`` (a local OUT is that node's disk), else anywhere.
+def start_unit_hosts(output: str, node_ids: list[str], *, pinned: bool) -> list[ray.actor.ActorHandle]:
+    """A unit host on each of ``node_ids`` (repeat an id for several): ``pinned`` there (a local OUT is that
+    node's disk), else placed there while it lives and restarted anywhere once its node is lost.
 
     They ask for no CPU (tracking and writing cost ~0.2 ms a frame: they must not hold a core decoding
-    could use). One lost with its node restarts empty elsewhere; the scheduler redoes its videos.
+    could use). One lost with its node restarts empty; the scheduler starts its videos again.
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False) if node_id else "SPREAD"
-    actor = ray.remote(UnitHost).options(num_cpus=0, max_restarts=-1, max_task_retries=0, scheduling_strategy=strategy)
-    return [actor.remote(output) for _ in range(count)]
+    actor = ray.remote(UnitHost)
+    return [actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                          scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=not pinned)).remote(output)
+            for node_id in node_ids]
 
 
 @ray.remote(max_retries=3)

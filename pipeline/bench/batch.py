@@ -149,7 +149,9 @@ def _run_job(inputs: Path, out: Path, options: RunOptions, monitor: Monitor) -> 
     if failed:
         raise BenchError(f"{failed[0].path}: the end-to-end run failed: {failed[0].error}")
     frames, faces = sum(o.frames for o in outcomes), sum(o.faces for o in outcomes)
+    summary = job.summary["summary"]
     result = {"frames": frames, "faces": faces, "videos": len(outcomes), "seconds": seconds, "fps": frames / seconds,
+              "driver_cpu_s": summary["driver_cpu_s"], "bytes_to_units": summary["bytes_to_units"],
               "first_result_s": first_result[0] if first_result else None,
               "peak_rss_mb": monitor.peak / 2**20, "peak_pss_mb": monitor.peak_pss / 2**20,
               "baseline_rss_mb": monitor.baseline / 2**20, "baseline_pss_mb": monitor.baseline_pss / 2**20,
@@ -177,7 +179,11 @@ def _measure_end_to_end(rows: list[dict], clips: dict, short_clips: dict, focus:
         extra_seconds = full["seconds"] - short["seconds"]  # two points on a line: per-frame cost and start-up
         steady = (full["frames"] - short["frames"]) / extra_seconds if extra_seconds > 0 else None
         stage_sum = _stage_sum_fps(row, classifier_faces_per_s)
+        extra_frames = full["frames"] - short["frames"]
         row.update({"end_to_end_fps": steady, "end_to_end_total_fps": full["fps"],
+                    # what the driver spends per frame beyond its start-up: the job's ceiling is 1 / this
+                    "driver_ms_per_frame": 1000 * (full["driver_cpu_s"] - short["driver_cpu_s"]) / extra_frames,
+                    "driver_cpu_s": full["driver_cpu_s"], "unit_bytes_per_frame": full["bytes_to_units"] / full["frames"],
                     "startup_s": short["seconds"] - short["frames"] / steady if steady else None,
                     "first_result_s": short["first_result_s"],
                     "end_to_end_vs_detector": steady / row["detector_fps"] if steady else None,

@@ -44,6 +44,13 @@ def format_report(result: dict) -> str:
         text_table(["resolution", "det input", "decode", "detector", "stage sum", "e2e steady", "e2e total", "ratio",
                     "start-up s", "faces/frame", "peak RSS MB", "peak PSS MB"], stage_rows),
         "",
+        "Driver (the scheduling process): CPU per frame beyond its start-up, and the job ceiling that implies; "
+        "bytes of face results handed to the per-video units per frame:",
+        text_table(["resolution", "driver CPU s", "driver ms/frame", "ceiling frames/s", "bytes/frame to units"],
+                   [[r["resolution"], n(r["driver_cpu_s"], 3), n(r["driver_ms_per_frame"], 4),
+                     n(1000 / r["driver_ms_per_frame"], 0) if r["driver_ms_per_frame"] > 0 else "-",
+                     n(r["unit_bytes_per_frame"], 0)] for r in result["rows"]]),
+        "",
         "Emotion classifier, faces/s: " + ", ".join(
             f"batch {size}: {n(v, 0)}" for size, v in result["classifier_faces_per_s"].items())
         + f"; per face at batch 64: {classifiers}",
@@ -66,5 +73,6 @@ def format_report(result: dict) -> str:
         f"Ray connect {result['ray_connect_s']:.2f} s; first job in the process (cold worker pool) "
         f"{result['cold_run']['seconds']:.2f} s for {result['cold_run']['frames']} frames",
         f"cluster plan: {plan['actors']} model actor(s) {plan['actor_resources']} with {plan['actor_threads']} "
-        f"threads, decode tasks {plan['segment_cpus']} CPU, up to {plan['max_segments_in_flight']} segments in flight",
+        f"threads, decode tasks {plan['segment_cpus']} CPU, up to {plan['max_segments_in_flight']} segments in flight, "
+        f"{plan['unit_hosts']} unit host(s)",
     ])

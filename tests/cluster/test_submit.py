@@ -18,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pytest
 
 from tests.cluster.nodes import LocalCluster
 from tests.conftest import shared
+from tests.s3 import S3Server, environment
 
 # decoded frames; the 169-frame clip keeps a job busy long enough to be stopped half-way (the others take ~1 s)
 CLIPS = {"two_faces.mp4": 56, "three_faces_walking.mp4": 41, "single_face.mp4": 72, "face_noface.mov": 169}
 TIMEOUT = 300
+BUCKET = "bucket"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,19 @@ def clips() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def s3():
+    """An S3 server whose endpoint the cluster's nodes (started after it) have in their environment."""
+    server = S3Server()
+    server.filesystem().create_dir(BUCKET)
+    try:
+        with environment(server.env()):
+            yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     root = Path(tempfile.mkdtemp(prefix="emoray-cluster-", dir="/tmp"))
     cluster = LocalCluster(root)
     try:
@@ -154,20 +169,29 @@ def test_a_stopped_job_resubmitted_equals_a_clean_run(cluster, clips, clean_run,
     assert_same_results(out, clean_run)
 
 
-def test_a_job_survives_losing_a_worker_node(cluster, clips, clean_run, tmp_path):
+def test_a_job_survives_losing_a_worker_node_with_a_video_unit_on_it(cluster, clips, clean_run, s3, tmp_path):
+    """Into an object store, videos are finished on both nodes (a unit host on each); the worker is killed
+    while its host holds an unfinished video: that video starts again on a host on the head (and any segment
+    lost with the node is redone there), and its rows appear once, complete."""
     head, worker = cluster.nodes
-    out = tmp_path / "out"
-    submitted = emoray(cluster, "submit", *clips, "-o", str(out), "--no-annotate")
+    out = f"s3://{BUCKET}/node-loss"
+    submitted = emoray(cluster, "submit", *clips, "-o", out, "--no-annotate")
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     job = submitted.stdout.strip()
     ray_job = wait_for(lambda: job_status(cluster, job)["ray_job_id"], timeout=60, what="the driver to start")
 
-    def segment_running_on_worker():
-        return any(t["name"] == "process_segment" and t["state"] == "RUNNING" and t["node_id"] == worker.node_id
-                   for t in cluster.tasks(ray_job))
+    seen = []
 
-    wait_for(segment_running_on_worker, timeout=TIMEOUT, what="a segment on the worker node")
-    assert not (out / "job.json").exists()
+    def unfinished_video_on_worker():
+        tasks = cluster.tasks(ray_job)
+        seen[:] = sorted({(t["name"], t["state"], t["node_id"] == worker.node_id) for t in tasks})
+        mine = [t for t in tasks if t["node_id"] == worker.node_id and t["state"] == "FINISHED"]
+        return sum(t["name"] == "UnitHost.start" for t in mine) > sum(t["name"] == "UnitHost.publish" for t in mine)
+
+    try:
+        wait_for(unfinished_video_on_worker, timeout=TIMEOUT, what="an unfinished video's unit on the worker")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; tasks (name, state, on the worker): {seen}") from None
     killed = time.monotonic()
     cluster.kill(worker)
     wait_for(lambda: worker.node_id not in cluster.node_ids(), timeout=60, what="Ray to see the node dead")
@@ -177,11 +201,16 @@ def test_a_job_survives_losing_a_worker_node(cluster, clips, clean_run, tmp_path
     recovered = time.monotonic() - killed
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert "SUCCEEDED" in finished.stderr
-    assert_same_results(out, clean_run)
+    local = tmp_path / "downloaded"
+    pafs.copy_files(f"{BUCKET}/node-loss", str(local), source_filesystem=s3.filesystem(),
+                    destination_filesystem=pafs.LocalFileSystem())
+    assert_same_results(local, clean_run)
     tasks = cluster.tasks(ray_job)
     lost = [t for t in tasks if t["node_id"] == worker.node_id and t["state"] == "FAILED"]
     assert lost, "the kill hit no work in flight"
     for task in (t for t in lost if t["name"] == "process_segment"):
         assert any(t["name"] == task["name"] and t["attempt"] > task["attempt"] and t["state"] == "FINISHED"
                    and t["node_id"] == head.node_id for t in tasks), "a lost segment was not redone on the head"
+    starts = [t for t in tasks if t["name"] == "UnitHost.start" and t["state"] == "FINISHED"]
+    assert len(starts) > len(clips), "the video of the lost unit was not started again"
     print(f"\nnode death noticed after {noticed:.1f} s; job finished {recovered:.1f} s after the kill")

@@ -23,6 +23,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from jobs.discover import video_id
 from pipeline.cli import main
 from pipeline.query import query
 from tests.conftest import read_rgb, shared
@@ -119,6 +120,25 @@ def test_a_video_that_fails_late_publishes_no_rows(local_ray, tmp_path):
     assert not list(out.glob("f*/video_id=*/*.parquet"))  # neither this run's rows nor the earlier run's
     assert _count(out, "SELECT status, error FROM videos") == [("failed", video["error"])]
     assert not list(out.rglob("*.tmp")) and not (out / ".staging").exists()
+
+
+def test_a_unit_that_fails_to_publish_fails_its_video_alone(local_ray, tmp_path):
+    """The unit finishing a video raises while publishing it (a file stands where its frames partition goes,
+    after its faces part moved into place): that video fails with the reason and shows no row, the other
+    video completes."""
+    clips = [str(shared("videos/two_faces.mp4")), str(shared("videos/single_face.mp4"))]
+    out, blocked = tmp_path / "out", video_id(Path(clips[0]))
+    (out / "frames").mkdir(parents=True)
+    (out / "frames" / f"video_id={blocked}").write_text("not a folder")
+    exit_code, summary = _run(*clips, "-o", str(out), "--no-annotate")
+    videos = {Path(v["path"]).name: v for v in summary["videos"]}
+    assert exit_code == 1 and videos["single_face.mp4"]["status"] == "complete"
+    failed = videos["two_faces.mp4"]
+    assert failed["status"] == "failed" and failed["error"].startswith(clips[0]), failed
+    assert f"frames/video_id={blocked}" in failed["error"]
+    assert not list(out.glob(f"*/video_id={blocked}/*.parquet"))  # the faces part published first is gone
+    assert sorted(_count(out, "SELECT status FROM videos")) == [("complete",), ("failed",)]
+    assert _count(out, "SELECT DISTINCT video_id FROM faces") == [(videos["single_face.mp4"]["video_id"],)]
 
 
 def _emoray_run(out: Path, *args: str, log: Path) -> subprocess.Popen:
