@@ -1,6 +1,6 @@
 """Which faces of a track are embedded: a few of its best, spread over its time, chosen as batches arrive.
 
-Embedding costs ~76 ms of CPU a face (dlib's descriptor on this machine), against ~15 ms a frame for the
+Embedding costs ~75 ms of CPU a face (dlib's descriptor on this machine), against ~15 ms a frame for the
 rest of the path at 640x360, so only a bounded few faces per track are embedded. Two stages, because a
 segment task knows the frames but not yet the tracks, and the per-video unit knows the tracks but no
 longer the frames:
@@ -27,7 +27,7 @@ from models.embedding import CHIP_SIZE
 
 CANDIDATE_SECONDS = 0.5  # a segment makes at most one chip per place in the picture per this many seconds
 SAMPLES_PER_TRACK = 4  # the most faces of one track that are embedded
-SAMPLE_BIN_SECONDS = 2.0  # a track's first samples are the best faces of stretches this long
+SAMPLE_BIN_SECONDS = 4.0  # a track's first samples are the best faces of stretches this long
 SHARPNESS_HALF = 100.0  # Laplacian variance at which a crop counts half sharp (crops here: ~250-5,000)
 MIN_OVERLAP = 0.3  # IoU above which two faces of one stretch are taken for the same place
 
