@@ -69,7 +69,7 @@ def run_persons_path(path: Path, models, embedder: FaceEmbedder, *, segment_fram
         for frame, time, (begin, end) in zip(faces.frame_index.tolist(), faces.pts_time.tolist(), zip(*faces.face_ranges())):
             if frame in cuts:  # a track never spans a cut: the tracker starts again, ids go on
                 ended.update(sampler.close_all())
-                first_id, tracker = first_id + len(tracker._local), FaceTracker(frame_rate=info.fps)
+                first_id, tracker = max(spans, default=-1) + 1, FaceTracker(frame_rate=info.fps)
             track_id[begin:end] = tracker.update(faces.xyxy[begin:end], faces.det_score[begin:end]) + first_id
             for row in range(begin, end):
                 track = int(track_id[row])
