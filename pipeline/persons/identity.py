@@ -6,17 +6,19 @@ person's samples lie 0.43 apart (median), 0.60 (95th percentile), 0.64 at most (
 two people's 0.60 apart at least, 0.65 at the 1st percentile, 0.80 median.
 
 - ``cluster_tracks``: average-linkage clustering of the tracks' mean embeddings, cut at ``PERSON_DISTANCE``
-  0.55. On the clip joining all shared clips (9 tracks of 6 people, 1-3 samples each) one person's tracks
-  lay 0.07-0.51 apart (0.51: the woman crying, then smiling 8 s later; 0.49: one woman in two different
-  videos), two people's 0.59 at least (two women of two videos: dlib's usual 0.6 would join them, were the
-  first not seen beside the second); 0.55 is the middle of that gap. Means of a few best faces are less
-  noisy than the single-face pairs for which 0.6 is dlib's operating point. Two tracks seen at
+  0.55. On the clip joining all shared clips (9 tracks of 6 people, 2-5 samples each) one person's tracks
+  lay 0.06-0.47 apart (0.47: one woman in two different videos; on the A-B-A clip, the woman crying and
+  then smiling 8 s later: 0.45), two people's 0.58 at least (two women of two videos: dlib's usual 0.6
+  would join them, were the first not seen beside the second); 0.55 lies in that gap, nearer the
+  different people because one face's distances to its own person reach 0.64 when the expression
+  changes. (With one sample a track the gap was 0.51 to 0.59.) Two tracks seen at
   the same time are never one person. Ids from 0 in order of first appearance. dlib is not infallible:
   two smiling young women of photos/multi_face.jpg lie 0.49 apart; seen in different shots, they would be
   taken for one person.
 - ``identity_switches``: a track whose samples fall into two groups whose means are farther apart than
-  ``SWITCH_DISTANCE`` 0.7 is split between them: above any one person's pair measured (0.64), so a track
-  is not split by a change of expression; below 95% of two people's pairs.
+  ``SWITCH_DISTANCE`` 0.7 is split between them: above any one person's pair measured (0.64; inside the
+  real tracks of the shared clips the largest gap between the parts' means was 0.54), so a track is not
+  split by a change of expression; below 95% of two people's pairs.
 - A track is no person (None) when it lasts less than ``MIN_TRACK_SECONDS`` (too short to judge) or when
   the detector was never sure of it (``looks_like_a_face``: its best score under ``MIN_PEAK_SCORE``). The
   descriptors themselves cannot tell: the detector's non-faces of the shared data (titles, a door, a black

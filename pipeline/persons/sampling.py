@@ -1,7 +1,8 @@
 """Which faces of a track are embedded: a few of its best, spread over its time, chosen as batches arrive.
 
-Embedding costs ~75 ms of CPU a face (dlib's descriptor on this machine), against ~15 ms a frame for the
-rest of the path at 640x360, so only a bounded few faces per track are embedded. Two stages, because a
+Embedding costs ~5.5 ms of CPU a face (dlib's descriptor in onnxruntime, ``models.embedding``), against
+~14 ms a frame for the rest of the path at 640x360, so only a bounded few faces per track are embedded: one
+per second of track at most, ``SAMPLES_PER_TRACK`` in all. Two stages, because a
 segment task knows the frames but not yet the tracks, and the per-video unit knows the tracks but no
 longer the frames:
 
@@ -26,8 +27,8 @@ import numpy as np
 from models.embedding import CHIP_SIZE
 
 CANDIDATE_SECONDS = 0.5  # a segment makes at most one chip per place in the picture per this many seconds
-SAMPLES_PER_TRACK = 4  # the most faces of one track that are embedded
-SAMPLE_BIN_SECONDS = 4.0  # a track's first samples are the best faces of stretches this long
+SAMPLES_PER_TRACK = 6  # the most faces of one track that are embedded
+SAMPLE_BIN_SECONDS = 1.0  # a track's first samples are the best faces of stretches this long
 SHARPNESS_HALF = 100.0  # Laplacian variance at which a crop counts half sharp (crops here: ~250-5,000)
 MIN_OVERLAP = 0.3  # IoU above which two faces of one stretch are taken for the same place
 

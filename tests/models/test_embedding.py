@@ -63,6 +63,21 @@ def test_each_of_five_people_is_found_again_in_the_photo_at_another_size(detecto
     assert max(distance(big[i], again[j]) for i, j in enumerate(same_place)) < 0.3
 
 
+def test_descriptors_are_dlibs_own_in_onnxruntime_and_in_torch(detector, embedder):
+    """The network read from dlib's file gives dlib's descriptors (dlib's own code, from dlib-bin, as the judge)."""
+    import dlib
+
+    from models.embedding import default_weights
+
+    photo = read_rgb("photos/multi_face.jpg")
+    chips = face_chips(photo, detector(photo[None])[0].landmarks)
+    theirs = np.array(dlib.face_recognition_model_v1(str(default_weights())).compute_face_descriptor(list(chips)))
+    ours = embedder(chips)
+    assert embedder.model_id.endswith("+onnx")
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)  # measured 3e-7: float sums in another order
+    np.testing.assert_allclose(FaceEmbedder(backend="torch")(chips), theirs, atol=1e-4)
+
+
 def test_a_batch_gives_each_chip_its_own_descriptor(detector, embedder):
     photo = read_rgb("photos/multi_face.jpg")
     chips = face_chips(photo, detector(photo[None])[0].landmarks)
@@ -109,3 +124,9 @@ def test_bad_input_is_refused_with_the_reason(embedder, tmp_path):
     broken.write_bytes(b"not a model")
     with pytest.raises(WeightsError, match="broken.dat: not a dlib face descriptor model"):
         FaceEmbedder(broken)
+    from models.embedding import default_weights
+
+    truncated = tmp_path / "truncated.dat"
+    truncated.write_bytes(default_weights().read_bytes()[:3_000_000])
+    with pytest.raises(WeightsError, match="truncated.dat: not a dlib face descriptor model"):
+        FaceEmbedder(truncated)
