@@ -23,7 +23,7 @@ def persons_schema(labels: list[str]) -> pa.Schema:
 
 
 def persons_table(tracks: pa.Table, person_of_track: dict[int, int | None], labels: list[str]) -> pa.Table:
-    """One row per person, by person_id, from a video's ``tracks`` table (``pipeline.timeline.tracks_table``).
+    """One row per person, by person_id, from a video's ``tracks`` table (``pipeline.timeline.TimelineTotals``).
 
     Args:
         tracks: the video's tracks rows.

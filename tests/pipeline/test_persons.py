@@ -4,7 +4,6 @@ whose people were counted by looking at their frames."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from jobs.spec import ModelOptions
@@ -15,7 +14,7 @@ from pipeline.persons.identity import (MIN_TRACK_SECONDS, PersonRegistry, TrackA
 from pipeline.persons.sampling import SAMPLES_PER_TRACK, Sample, TrackSamples, chip_candidates
 from pipeline.persons.table import persons_table
 from pipeline.shots import shot_ids
-from pipeline.timeline import tracks_table
+from pipeline.timeline import TimelineTotals
 from tests.conftest import shared
 from tests.pipeline.media import joined_clip
 from tests.pipeline.persons_path import run_persons_path, run_segment
@@ -108,14 +107,9 @@ def test_live_registry_gives_a_returning_person_their_id(aba):
 
 def test_persons_table_adds_up_its_tracks(aba):
     run, _ = aba
-    faces = run.faces
-    rows = {"track_id": faces.track_id, "frame_index": faces.face_frame,
-            "pts_time": faces.pts_time[np.searchsorted(faces.frame_index, faces.face_frame)],
-            **dict(zip(("x1", "y1", "x2", "y2"), faces.xyxy.T)), "det_score": faces.det_score,
-            "smoothed_emotion": [LABELS[i] for i in faces.probabilities.argmax(axis=1)],
-            "smoothed_score": faces.probabilities.max(axis=1),
-            **{f"p_{label}": faces.probabilities[:, i] for i, label in enumerate(LABELS)}}
-    tracks = tracks_table(pa.table(rows), LABELS)
+    totals = TimelineTotals(LABELS, min_episode_seconds=0.5)
+    totals.add(run.faces.with_smoothed(run.faces.probabilities))
+    tracks = totals.tables()["tracks"]
     person_of = dict(zip([a.track_id for a in run.appearances], cluster_tracks(run.appearances)))
     persons = persons_table(tracks, person_of, LABELS)
     assert persons.column("person_id").to_pylist() == [0, 1]
