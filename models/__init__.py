@@ -11,8 +11,9 @@ import importlib
 from models.detections import Detections
 from models.errors import EmorayError, WeightsError, WeightsFetchError
 
-_LAZY = {"EmotionClassifier": "models.classifier", "FaceDetector": "models.detector"}
-__all__ = ["Detections", "EmorayError", "EmotionClassifier", "FaceDetector", "WeightsError", "WeightsFetchError"]
+_LAZY = {"EmotionClassifier": "models.classifier", "FaceDetector": "models.detector", "FaceEmbedder": "models.embedding"}
+__all__ = ["Detections", "EmorayError", "EmotionClassifier", "FaceDetector", "FaceEmbedder", "WeightsError",
+           "WeightsFetchError"]
 
 
 def __getattr__(name: str) -> object:

@@ -40,3 +40,26 @@ def undecodable_copy(source: Path, path: Path) -> Path:
     data[start:-16] = np.random.default_rng(0).integers(0, 256, len(data) - 16 - start, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     return path
+
+
+def joined_clip(path: Path, parts: list[tuple[Path, int, int]], *, size_wh: tuple[int, int] = (640, 360),
+                fps: int = 24) -> tuple[Path, list[int]]:
+    """Frames ``start:stop`` of each (video, start, stop) joined by hard cuts into one clip, every frame resized
+    to ``size_wh``; returns the clip and the index of the first frame of each part after the first (the cuts)."""
+    import cv2
+
+    from pipeline.sources.file import iter_frames
+
+    frames: list[np.ndarray] = []
+    cuts: list[int] = []
+    for source, start, stop in parts:
+        if frames:
+            cuts.append(len(frames))
+        for frame in iter_frames(source):
+            if frame.index >= stop:
+                break
+            if frame.index >= start:
+                image = frame.to_rgb(0)
+                frames.append(image if image.shape[1::-1] == size_wh
+                              else cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA))
+    return write_clip(path, frames, fps=fps), cuts
