@@ -59,5 +59,5 @@ def is_complete(manifest: dict | None, fingerprint: str, *, annotate: bool,
     if not manifest or manifest.get("status") != COMPLETE or manifest.get("fingerprint") != fingerprint:
         return False
     outputs = manifest.get("outputs", {})
-    wanted = ["faces", "frames", "tracks", "episodes"] + (["annotated"] if annotate else [])
+    wanted = ["faces", "frames", "tracks", "episodes", "persons"] + (["annotated"] if annotate else [])
     return all(outputs.get(name) and exists(outputs[name]) for name in wanted)

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 from models.registry import DEFAULT_DETECTOR, DEFAULT_EMOTION_MODEL
 
 
+PERSONS_MODES = ("off", "video", "across")
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """Which models run, how faces are found and how their emotions are smoothed over time: the options
@@ -24,10 +27,15 @@ class ModelOptions:
     batch_size: int = 8  # frames per detector call
     smoothing_seconds: float = 1.0  # time constant of each track's moving average of emotions; 0 = none
     min_episode_seconds: float = 0.5  # shortest stretch of one smoothed emotion that counts as an episode
+    persons: str = "video"  # off: tracks only; video: tracks joined into persons per video (live: per session);
+    # across: also linked across the job's videos (emoray run)
+    keep_embeddings: bool = False  # write each person's mean face embedding (biometric data) to the persons table
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "torch", "onnx"):
             raise ValueError(f"backend must be one of auto, torch, onnx, but got {self.backend!r}")
+        if self.persons not in PERSONS_MODES:
+            raise ValueError(f"persons must be one of {', '.join(PERSONS_MODES)}, but got {self.persons!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, but got {self.batch_size}")
         if self.min_face < 0:
@@ -52,7 +60,8 @@ class RunOptions(ModelOptions):
     annotate: bool = True
     segment_seconds: float = 60.0
 
-    RESULT_OPTIONS = ("fps", "min_face", "det_size", "score_threshold", "smoothing_seconds", "min_episode_seconds")
+    RESULT_OPTIONS = ("fps", "min_face", "det_size", "score_threshold", "smoothing_seconds", "min_episode_seconds",
+                      "persons", "keep_embeddings")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -8,14 +8,16 @@ may keep several batches in flight while it decodes the next.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from models.detections import Detections
 from models import quality
+from models.detections import Detections
+from models.embedding import CHIP_SIZE, face_chips
 from models.emotion.crop import crop_faces
 from pipeline.inference import Models, Pending
+from pipeline.persons.sampling import CANDIDATE_SECONDS, chip_candidates, face_quality
 from pipeline.results import FaceBatch
 from pipeline.sources.file import DecodedFrame, VideoInfo
 
@@ -46,13 +48,15 @@ class FaceStep:
         det_size: longer side of the detector input in pixels; None detects at full resolution.
         min_face: faces whose shorter box side is below this many pixels of the full frame are dropped.
         keep_frames: keep the detector-size RGB frames in each result (``FaceBatch.images``), for a preview.
+        chips: cut aligned chips of a bounded few faces (``FaceBatch.chips``), for the persons' face embeddings.
     """
 
     def __init__(self, models: Models, info: VideoInfo, *, det_size: int | None, min_face: float = 0.0,
-                 keep_frames: bool = False) -> None:
-        self.models, self.info, self.min_face, self.keep_frames = models, info, min_face, keep_frames
+                 keep_frames: bool = False, chips: bool = False) -> None:
+        self.models, self.info, self.min_face, self.keep_frames, self.chips = models, info, min_face, keep_frames, chips
         self.input_wh = detector_input_size(info, det_size)
         self.scale = np.array([info.width / self.input_wh[0], info.height / self.input_wh[1]] * 2, np.float32)
+        self._chipped = -np.inf  # the last stretch of CANDIDATE_SECONDS whose faces were offered for chips
 
     def __call__(self, frames: list[DecodedFrame]) -> FaceBatch:
         if not frames:
@@ -79,7 +83,7 @@ class FaceStep:
         landmarks = np.concatenate([faces.landmarks[mask] * scale[:2] for faces, mask in zip(detections, keep)]
                                    ).astype(np.float32).reshape(-1, 5, 2)
         yaw, pitch = quality.head_pose(landmarks)
-        return FaceBatch(
+        batch = FaceBatch(
             frame_index=np.array([f.index for f in frames], np.int64),
             pts_time=np.array([f.pts_time for f in frames], np.float64),
             face_frame=np.repeat([f.index for f in frames], counts).astype(np.int64),
@@ -91,6 +95,22 @@ class FaceStep:
             sharpness=quality.sharpness(crops),
             images=pending.small, image_scale=scale if self.keep_frames else None,
         )
+        return self._with_chips(batch, frames) if self.chips else batch
+
+    def _with_chips(self, batch: FaceBatch, frames: list[DecodedFrame]) -> FaceBatch:
+        """``batch`` with aligned chips of a bounded few faces: per stretch of ``CANDIDATE_SECONDS``, the best
+        face of each place (``chip_candidates``) among the faces of the first batch that reaches the stretch."""
+        times = np.repeat(batch.pts_time, batch.faces_per_frame())
+        stretch = np.floor(times / CANDIDATE_SECONDS)
+        fresh = np.flatnonzero(stretch > self._chipped)
+        if len(stretch):
+            self._chipped = max(self._chipped, float(stretch.max()))
+        goodness = face_quality(batch.det_score, batch.face_px, batch.yaw, batch.pitch, batch.sharpness)
+        rows = fresh[chip_candidates(times[fresh], batch.xyxy[fresh], goodness[fresh])]
+        chips = [face_chips(frame.to_rgb(self.info.rotation), batch.landmarks[rows[batch.face_frame[rows] == frame.index]])
+                 for frame in frames if (batch.face_frame[rows] == frame.index).any()]
+        return replace(batch, chip_rows=rows,
+                       chips=np.concatenate(chips) if chips else np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8))
 
     def _full(self, frame: DecodedFrame) -> np.ndarray:
         """The full-resolution frame the classifier's crops are cut from (gray luma or RGB)."""

@@ -1,7 +1,7 @@
 """Where the models run: in this process, or as Ray actors sized to the cluster; one interface for both.
 
-The face step (``pipeline.faces``) calls ``detect`` and ``classify`` without knowing where the models
-run: ``LocalModels`` holds them in this process (live mode, the bench: no hop between processes),
+The face step (``pipeline.faces``) calls ``detect`` and ``classify``, the persons stage ``embed`` (when
+persons are followed), without knowing where the models run: ``LocalModels`` holds them in this process (live mode, the bench: no hop between processes),
 ``ActorModels`` calls Ray actors (batch mode; live mode with ``--address``). ``detect`` returns a
 pending result, so a caller can keep several detector calls in flight (decoding overlaps detection).
 """
@@ -99,6 +99,8 @@ class Models(Protocol):
 
     def classify(self, crops: np.ndarray) -> np.ndarray: ...
 
+    def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
     def model_ids(self) -> dict[str, str]: ...
 
     def close(self) -> None: ...
@@ -119,6 +121,11 @@ class LocalModels:
                                      det_size=None, backend=options.backend, num_threads=num_threads)
         self.classifier = EmotionClassifier(options.emotion_model, device=options.device, backend=options.backend,
                                             num_threads=num_threads)
+        self.embedder = None
+        if options.persons != "off":  # the face descriptor that tells persons apart
+            from models import FaceEmbedder
+
+            self.embedder = FaceEmbedder(device=options.device, backend=options.backend, num_threads=num_threads)
         self.labels, self.crop_spec = self.classifier.labels, self.classifier.preprocess
 
     def detect(self, images: np.ndarray) -> Pending[list[Detections]]:
@@ -128,8 +135,12 @@ class LocalModels:
     def classify(self, crops: np.ndarray) -> np.ndarray:
         return self.classifier(crops)
 
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        return self.embedder(chips)
+
     def model_ids(self) -> dict[str, str]:
-        return {"detector": self.detector.model_id, "emotion_model": self.classifier.model_id}
+        ids = {"detector": self.detector.model_id, "emotion_model": self.classifier.model_id}
+        return ids | ({"face_embedding": self.embedder.model_id} if self.embedder else {})
 
     def info(self) -> dict:
         """What a caller in another process needs: labels, the crop preprocessing and the model ids."""
@@ -151,6 +162,9 @@ class ModelsActor:
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         return self.models.classifier(crops)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        return self.models.embed(chips)
 
     def info(self) -> dict:
         return self.models.info()
@@ -180,6 +194,9 @@ class ActorModels:
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         return ray.get(self.actor.classify.remote(crops))
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        return ray.get(self.actor.embed.remote(chips))
 
     def model_ids(self) -> dict[str, str]:
         return dict(self.info["model_ids"])

@@ -21,16 +21,20 @@ from typing import Iterator, TextIO
 import numpy as np
 
 from jobs.spec import ModelOptions
+from models.embedding import CHIP_SIZE
 from pipeline.faces import FaceStep
 from pipeline.path import FacePath
+from pipeline.persons.follow import LivePersons
 from pipeline.inference import ActorModels, ClusterPlan, LocalModels, Models
 from pipeline.preview import PreviewServer
 from pipeline.results import FaceBatch
 from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
+from pipeline.shots import ShotCutter, frame_signature
 from pipeline.sinks.live_parquet import RollingPartsWriter
 from pipeline.sources.file import VideoInfo
 from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceOptions, live_info
 from pipeline.stopping import StopRequest
+from pipeline.track import LOST_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,10 @@ class LiveSession:
         self.reader, self.models, self.sinks, self.options = reader, models, sinks, options
         self.keep_frames = keep_frames
         # a file's own frame rate, as batch mode; causal smoothing: each frame's rows are final at once
+        persons = LivePersons(models.embed, LOST_SECONDS) if options.persons != "off" else None
         self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=reader.fps or LIVE_FRAME_RATE,
-                             smoothing_seconds=options.smoothing_seconds, causal=True)
+                             smoothing_seconds=options.smoothing_seconds, causal=True, persons=persons)
+        self.shots = ShotCutter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.max_latency = 0.0
         self.stats = LiveStats(reader.name)
@@ -91,17 +97,22 @@ class LiveSession:
         self.models.detect(np.zeros((1, size_wh[1], size_wh[0], 3), np.uint8)).result()
         spec = self.models.crop_spec
         self.models.classify(np.zeros((1, spec.input_size, spec.input_size) + ((3,) if spec.channels == 3 else ()), np.uint8))
+        if self.options.persons != "off":
+            self.models.embed(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), np.uint8))
 
     def process(self, frame: LiveFrame) -> FaceBatch:
         """The faces of one frame, tracked and smoothed over their tracks so far, with its capture time and
         latency (capture to classified faces); the sinks have it when this returns."""
         step = self._face_step(live_info(frame, self.reader))
         faces = step([frame.decoded])
+        decoded = frame.decoded
+        cut = self.shots.update_frame(decoded.index, decoded.pts_time, frame_signature(decoded))
         faces = replace(faces, capture_time=np.array([frame.capture_time], np.float64),
-                        latency_ms=np.array([(time.time() - frame.capture_time) * 1000.0], np.float32))
+                        latency_ms=np.array([(time.time() - frame.capture_time) * 1000.0], np.float32),
+                        shot=np.array([len(self.shots.cut_frames)], np.int64))
         # a file's clock is its timestamps (a replay smooths as the recording ran); a camera's is when frames arrive
-        clock = frame.capture_time if self.reader.stream else frame.decoded.pts_time
-        return self.path.write(faces, clock=np.array([clock], np.float64))
+        clock = frame.capture_time if self.reader.stream else decoded.pts_time
+        return self.path.write(faces, cuts={decoded.index} if cut else set(), clock=np.array([clock], np.float64))
 
     def results(self, stop: StopRequest | threading.Event | None = None,
                 duration: float | None = None) -> Iterator[FaceBatch]:
@@ -153,7 +164,8 @@ class LiveSession:
         step = self._step
         if step is None or (step.info.width, step.info.height, step.info.rotation) != (info.width, info.height, info.rotation):
             step = self._step = FaceStep(self.models, info, det_size=self.options.det_size,
-                                         min_face=self.options.min_face, keep_frames=self.keep_frames)
+                                         min_face=self.options.min_face, keep_frames=self.keep_frames,
+                                         chips=self.options.persons != "off")
         return step
 
     def _record(self, batch: FaceBatch) -> None:

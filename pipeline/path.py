@@ -1,19 +1,23 @@
-"""The path after the face step, composed once for batch and live mode: tracker -> smoother -> sinks.
+"""The path after the face step, composed once for batch and live mode: tracker -> persons -> smoother -> sinks.
 
 One ``FacePath`` per video (batch: in the video's unit, ``pipeline.batch.video``) or per live source.
-Batches of face-step results go in, in frame order; the tracker numbers the faces, the smoother averages
-each track's emotions over time, and every sink gets the rows once they are final. Batch mode smooths both
-ways, so rows reach the sinks a bounded window behind (``pipeline.smoothing.TwoPassSmoother``); live mode
-smooths causally, so each frame reaches them at once.
+Batches of face-step results go in, in frame order; the tracker numbers the faces (starting afresh at each
+shot cut), the persons stage keeps a few samples of each track (``pipeline.persons.follow``), the smoother
+averages each track's emotions over time, and every sink gets the rows once they are final. Batch mode
+smooths both ways, so rows reach the sinks a bounded window behind (``pipeline.smoothing.TwoPassSmoother``),
+and decides persons when the video ends (the sinks get them on close); live mode smooths causally and
+matches persons as it goes, so each frame reaches the sinks at once, with its person when known.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
+from pipeline.persons.follow import LivePersons, VideoPersons
 from pipeline.results import FaceBatch
 from pipeline.smoothing import CausalSmoother, TwoPassSmoother
 from pipeline.track import FaceTracker
@@ -39,19 +43,26 @@ class FacePath:
     """
 
     def __init__(self, sinks: list[Sink], *, num_labels: int, frame_rate: float, smoothing_seconds: float,
-                 causal: bool) -> None:
-        self.sinks, self.num_labels, self.causal = list(sinks), num_labels, causal
+                 causal: bool, persons: VideoPersons | LivePersons | None = None) -> None:
+        self.sinks, self.num_labels, self.causal, self.persons = list(sinks), num_labels, causal, persons
         self.tracker = FaceTracker(frame_rate=frame_rate)
         self._causal = CausalSmoother(smoothing_seconds) if causal else None
         self._two_pass = None if causal else TwoPassSmoother(smoothing_seconds, num_labels)
 
-    def write(self, batch: FaceBatch, *, clock: np.ndarray | None = None) -> FaceBatch:
+    def write(self, batch: FaceBatch, *, cuts: frozenset[int] | set[int] = frozenset(),
+              clock: np.ndarray | None = None) -> FaceBatch:
         """Track and smooth the next batch and give the sinks what is final; returns that.
 
+        ``cuts``: frame indexes of ``batch`` that start a new shot (no track goes on past one).
         ``clock``: (m,) seconds at which each frame was seen, for the causal smoother (default ``pts_time``:
         a replayed file smooths as it was recorded; a camera's clock is when its frames arrive).
         """
-        tracked = self.tracker.update_with_faces(batch)
+        tracked = self.tracker.update_with_faces(batch, cuts=cuts)
+        if isinstance(self.persons, LivePersons):
+            tracked = replace(tracked, person_id=self.persons.observe(tracked, cuts))
+        elif self.persons is not None:
+            self.persons.observe(tracked, cuts)
+        tracked = replace(tracked, chip_rows=None, chips=None)  # the persons' samples are taken
         if self._causal is None:
             final = self._two_pass.write(tracked)
         else:
@@ -60,16 +71,19 @@ class FacePath:
         return final
 
     def close(self) -> None:
-        """The end of the video or stream: the rows still held go to the sinks, which then all close (the
-        first error of any is raised after)."""
+        """The end of the video or stream: the rows still held go to the sinks, a video's persons are decided,
+        and the sinks all close (the first error of any is raised after)."""
+        labels = None
         try:
             if self._two_pass is not None:
                 self._emit(self._two_pass.close())
+            if isinstance(self.persons, VideoPersons):
+                labels = self.persons.finish()
         finally:
             errors = []
             for sink in self.sinks:  # each one closes, whatever another one does
                 try:
-                    sink.close()
+                    sink.close() if labels is None else sink.close(labels)
                 except Exception as error:  # noqa: BLE001  (raised below, after the others closed)
                     errors.append(error)
             if errors:

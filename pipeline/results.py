@@ -15,8 +15,9 @@ from models.detections import check_shape
 
 _FRAME_ARRAYS = ("frame_index", "pts_time")
 _FACE_ARRAYS = ("face_frame", "xyxy", "det_score", "landmarks", "probabilities", "face_px", "yaw", "pitch", "sharpness")
-_OPTIONAL_FRAME_ARRAYS = ("capture_time", "latency_ms")
-_OPTIONAL_FACE_ARRAYS = ("track_id", "smoothed")
+_OPTIONAL_FRAME_ARRAYS = ("shot", "capture_time", "latency_ms")
+_OPTIONAL_FACE_ARRAYS = ("track_id", "smoothed", "person_id")
+NO_PERSON = -1  # person_id of a face whose track is no person (or not decided yet)
 QUALITY = ("face_px", "yaw", "pitch", "sharpness")
 
 
@@ -35,7 +36,12 @@ class FaceBatch:
         face_px, yaw, pitch, sharpness: (n,) float32 each, how usable each face is (``models.quality``):
             its crop's side in frame pixels, how far it is turned (degrees), the Laplacian variance of its crop.
         track_id: (n,) int64 track of each face, None until the tracker stage has run.
-        smoothed: (n, k) float32 each face's probabilities smoothed over its track (live mode), else None.
+        smoothed: (n, k) float32 each face's probabilities smoothed over its track, once smoothed, else None.
+        person_id: (n,) int64 person of each face's track (``NO_PERSON``: none, or not known yet), when
+            persons are followed as the frames come (live), else None.
+        chip_rows: (c,) int64 rising face rows that have an aligned chip for the face embedding, else None.
+        chips: (c, 150, 150, 3) uint8 RGB those chips (``models.embedding.face_chips``), with ``chip_rows``.
+        shot: (m,) int64 shot of each frame (0 until the first cut, +1 at each cut), once cuts are known, else None.
         capture_time: (m,) float64 seconds since the epoch when each frame was decoded (live), else None.
         latency_ms: (m,) float32 capture to result, milliseconds (live), else None.
         images: (m, h, w, 3) uint8 RGB frames at the detector input size, when kept for a preview, else None.
@@ -55,6 +61,10 @@ class FaceBatch:
     sharpness: np.ndarray
     track_id: np.ndarray | None = None
     smoothed: np.ndarray | None = None
+    person_id: np.ndarray | None = None
+    chip_rows: np.ndarray | None = None
+    chips: np.ndarray | None = field(default=None, repr=False)
+    shot: np.ndarray | None = None
     capture_time: np.ndarray | None = None
     latency_ms: np.ndarray | None = None
     images: np.ndarray | None = field(default=None, repr=False)
@@ -70,6 +80,7 @@ class FaceBatch:
         for name in QUALITY:
             check_shape(name, getattr(self, name), (n,))
         for name, value, shape in (("track_id", self.track_id, (n,)), ("smoothed", self.smoothed, (n, None)),
+                                   ("person_id", self.person_id, (n,)), ("shot", self.shot, (m,)),
                                    ("capture_time", self.capture_time, (m,)), ("latency_ms", self.latency_ms, (m,))):
             if value is not None:
                 check_shape(name, value, shape)
@@ -103,6 +114,10 @@ class FaceBatch:
         for name in _FRAME_ARRAYS + _FACE_ARRAYS + _OPTIONAL_FRAME_ARRAYS + _OPTIONAL_FACE_ARRAYS:
             value, cut = getattr(self, name), frames if name in _FRAME_ARRAYS + _OPTIONAL_FRAME_ARRAYS else faces
             head[name], tail[name] = (None, None) if value is None else (value[:cut], value[cut:])
+        if self.chip_rows is not None:
+            first = int(np.searchsorted(self.chip_rows, faces))
+            head |= {"chip_rows": self.chip_rows[:first], "chips": self.chips[:first]}
+            tail |= {"chip_rows": self.chip_rows[first:] - faces, "chips": self.chips[first:]}
         return FaceBatch(**head), FaceBatch(**tail)
 
     def with_tracks(self, track_id: np.ndarray) -> "FaceBatch":
@@ -119,7 +134,8 @@ class FaceBatch:
 
     @classmethod
     def concatenate(cls, parts: list["FaceBatch"], num_labels: int) -> "FaceBatch":
-        """One batch of consecutive parts (previews are not kept; optional arrays only when every part has them)."""
+        """One batch of consecutive parts (previews are not kept; optional arrays only when every part has them,
+        chips whenever any part has some)."""
         parts = [part for part in parts if part.num_frames or len(part)] or parts[:1]  # empty ones add nothing
         if not parts:
             return cls.empty(num_labels)
@@ -127,4 +143,9 @@ class FaceBatch:
         for name in _OPTIONAL_FACE_ARRAYS + _OPTIONAL_FRAME_ARRAYS:
             if all(getattr(p, name) is not None for p in parts):
                 arrays[name] = np.concatenate([getattr(p, name) for p in parts])
+        with_chips = [(offset, p) for offset, p in zip(np.cumsum([0] + [len(p) for p in parts]), parts)
+                      if p.chip_rows is not None]
+        if with_chips:  # a part without chips has none to add
+            arrays["chip_rows"] = np.concatenate([p.chip_rows + offset for offset, p in with_chips]).astype(np.int64)
+            arrays["chips"] = np.concatenate([p.chips for _, p in with_chips])
         return cls(**arrays)

@@ -82,26 +82,30 @@ class TimelineTotals:
 
     def add(self, batch: FaceBatch) -> None:
         """Fold in the next tracked, smoothed faces (batches in frame order)."""
-        if not len(batch):
-            return
-        times = np.repeat(batch.pts_time, batch.faces_per_frame())
-        label, score = batch.smoothed.argmax(axis=1), batch.smoothed.max(axis=1)
-        quality = (batch.xyxy[:, 2] - batch.xyxy[:, 0]) * (batch.xyxy[:, 3] - batch.xyxy[:, 1]) * batch.det_score
-        order = np.argsort(batch.track_id, kind="stable")  # each track's rows, in frame order
-        for rows in np.split(order, np.flatnonzero(np.diff(batch.track_id[order])) + 1):
-            track_id = int(batch.track_id[rows[0]])
-            frames = batch.face_frame[rows]
-            totals = self._tracks.get(track_id)
+        if len(batch):
+            self.add_rows(batch.track_id, batch.face_frame, np.repeat(batch.pts_time, batch.faces_per_frame()),
+                          batch.xyxy, batch.det_score, batch.probabilities, batch.smoothed.argmax(axis=1),
+                          batch.smoothed.max(axis=1))
+
+    def add_rows(self, track_id: np.ndarray, frame: np.ndarray, times: np.ndarray, xyxy: np.ndarray,
+                 det_score: np.ndarray, probabilities: np.ndarray, label: np.ndarray, score: np.ndarray) -> None:
+        """Fold in face rows in frame order: their track, frame index, time (s), box, detector score, (n, k)
+        probabilities, and smoothed emotion (label index) and score."""
+        quality = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]) * det_score
+        order = np.argsort(track_id, kind="stable")  # each track's rows, in frame order
+        for rows in np.split(order, np.flatnonzero(np.diff(track_id[order])) + 1) if len(order) else []:
+            track = int(track_id[rows[0]])
+            totals = self._tracks.get(track)
             if totals is None:
-                totals = self._tracks[track_id] = _TrackTotals(int(frames[0]), float(times[rows[0]]), len(self.labels))
-            totals.last_frame, totals.end_time = int(frames[-1]), float(times[rows[-1]])
+                totals = self._tracks[track] = _TrackTotals(int(frame[rows[0]]), float(times[rows[0]]), len(self.labels))
+            totals.last_frame, totals.end_time = int(frame[rows[-1]]), float(times[rows[-1]])
             totals.frames += len(rows)
-            totals.probability_sum += batch.probabilities[rows].sum(axis=0, dtype=np.float64)
+            totals.probability_sum += probabilities[rows].sum(axis=0, dtype=np.float64)
             totals.label_counts += np.bincount(label[rows], minlength=len(self.labels))
             best = rows[int(np.argmax(quality[rows]))]
             if quality[best] > totals.best_quality:  # the first face of the best quality
-                totals.best_quality, totals.best_frame, totals.best_box = float(quality[best]), int(batch.face_frame[best]), batch.xyxy[best]
-            self._add_runs(track_id, totals, label[rows], frames, times[rows], score[rows])
+                totals.best_quality, totals.best_frame, totals.best_box = float(quality[best]), int(frame[best]), xyxy[best]
+            self._add_runs(track, totals, label[rows], frame[rows], times[rows], score[rows])
 
     def _add_runs(self, track_id: int, totals: _TrackTotals, label: np.ndarray, frames: np.ndarray,
                   times: np.ndarray, scores: np.ndarray) -> None:
@@ -116,15 +120,18 @@ class TimelineTotals:
         if run is not None and run.end_time - run.start_time >= self.min_episode_seconds:
             self._episodes.append(run.episode(track_id, self.labels))
 
-    def tables(self) -> dict[str, pa.Table]:
-        """``tracks`` (one row per track, by id) and ``episodes`` (by track, then time)."""
-        tracks, episodes = [], list(self._episodes)
+    def tables(self, person_of_track: dict[int, int | None] | None = None) -> dict[str, pa.Table]:
+        """``tracks`` (one row per track, by id) and ``episodes`` (by track, then time), each with its
+        track's ``person_id`` from ``person_of_track`` (null: no person, or persons not followed)."""
+        person_of_track = person_of_track or {}
+        tracks, episodes = [], [episode | {"person_id": person_of_track.get(episode["track_id"])}
+                                for episode in self._episodes]
         for track_id in sorted(self._tracks):
             totals = self._tracks[track_id]
             share = totals.label_counts / totals.frames
             means = totals.probability_sum / totals.frames
             tracks.append({
-                "track_id": track_id, "first_frame": totals.first_frame, "last_frame": totals.last_frame,
+                "track_id": track_id, "person_id": person_of_track.get(track_id), "first_frame": totals.first_frame, "last_frame": totals.last_frame,
                 "start_time": totals.start_time, "end_time": totals.end_time, "frames": totals.frames,
                 "dominant_emotion": self.labels[int(np.argmax(share))],
                 **{f"mean_p_{name}": float(value) for name, value in zip(self.labels, means)},
@@ -133,14 +140,14 @@ class TimelineTotals:
                 **{f"best_{name}": float(value) for name, value in zip(BOX, totals.best_box)}})
             run = totals.run
             if run is not None and run.end_time - run.start_time >= self.min_episode_seconds:
-                episodes.append(run.episode(track_id, self.labels))
+                episodes.append(run.episode(track_id, self.labels) | {"person_id": person_of_track.get(track_id)})
         episodes.sort(key=lambda row: (row["track_id"], row["start_frame"]))
         return {"tracks": pa.Table.from_pylist(tracks, schema=tracks_schema(self.labels)),
                 "episodes": pa.Table.from_pylist(episodes, schema=EPISODES_SCHEMA)}
 
 
 EPISODES_SCHEMA = pa.schema([
-    ("track_id", pa.int64()), ("emotion", pa.string()), ("start_frame", pa.int64()), ("end_frame", pa.int64()),
+    ("track_id", pa.int64()), ("person_id", pa.int64()), ("emotion", pa.string()), ("start_frame", pa.int64()), ("end_frame", pa.int64()),
     ("start_time", pa.float64()), ("end_time", pa.float64()), ("duration_s", pa.float64()),
     ("mean_score", pa.float32()), ("peak_score", pa.float32()), ("peak_frame", pa.int64()),
 ])
@@ -148,7 +155,8 @@ EPISODES_SCHEMA = pa.schema([
 
 def tracks_schema(labels: list[str]) -> pa.Schema:
     return pa.schema([
-        ("track_id", pa.int64()), ("first_frame", pa.int64()), ("last_frame", pa.int64()), ("start_time", pa.float64()),
+        ("track_id", pa.int64()), ("person_id", pa.int64()), ("first_frame", pa.int64()), ("last_frame", pa.int64()),
+        ("start_time", pa.float64()),
         ("end_time", pa.float64()), ("frames", pa.int64()), ("dominant_emotion", pa.string()),
         *[(f"mean_p_{label}", pa.float32()) for label in labels], *[(f"share_{label}", pa.float32()) for label in labels],
         ("best_frame", pa.int64()), *[(f"best_{name}", pa.float32()) for name in BOX],

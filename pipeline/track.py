@@ -3,8 +3,8 @@
 ByteTrack predicts each face's box with a Kalman filter (constant velocity) and matches boxes to
 predictions optimally (Hungarian on IoU), so an id survives missed detections, two faces crossing
 and sparse sampling (``--fps 5`` of a walking person). A track ends when its face has not been seen
-for ``lost_seconds``; a film cut or a face that jumps across the frame starts a new one. Ids are per
-video (or stream), from 0, in order of first appearance.
+for ``lost_seconds``, at a shot cut (the caller names the frames that start a new shot), and when a face
+jumps across the frame. Ids are per video (or stream), from 0, in order of first appearance.
 """
 
 from __future__ import annotations
@@ -31,13 +31,18 @@ class FaceTracker:
     """
 
     def __init__(self, *, frame_rate: float = 30.0, lost_seconds: float = LOST_SECONDS) -> None:
+        self.frame_rate, self.lost_seconds = frame_rate, lost_seconds
+        self.reset()
+        self._local: dict[int, int] = {}  # ByteTrack's process-wide id -> this video's id
+
+    def reset(self) -> None:
+        """Forget every track (a shot cut): the next faces start new tracks, with new ids."""
         # every face the detector kept starts or continues a track at once: thresholds at 0, one frame to mature;
         # ByteTrack keeps a lost track int(frame_rate / 30 * buffer) frames: at least one, however sparse the frames
-        buffer = max(lost_seconds * 30, 30 / frame_rate)
-        self._tracker = ByteTrackTracker(lost_track_buffer=math.ceil(buffer), frame_rate=frame_rate,
+        buffer = max(self.lost_seconds * 30, 30 / self.frame_rate)
+        self._tracker = ByteTrackTracker(lost_track_buffer=math.ceil(buffer), frame_rate=self.frame_rate,
                                          track_activation_threshold=0.0, minimum_consecutive_frames=1,
                                          minimum_iou_threshold=MIN_IOU, high_conf_det_threshold=0.0)
-        self._local: dict[int, int] = {}  # ByteTrack's process-wide id -> this video's id
 
     def update(self, xyxy: np.ndarray, confidence: np.ndarray) -> np.ndarray:
         """Track ids (n,) for the n faces of the next processed frame, in their order."""
@@ -60,8 +65,12 @@ class FaceTracker:
                                                                    for g in global_ids]
         return ids
 
-    def update_with_faces(self, batch: FaceBatch) -> FaceBatch:
-        """``batch`` with the track id of each face (batches of one video must come in frame order)."""
-        starts, ends = batch.face_ranges()
-        ids = [self.update(batch.xyxy[start:end], batch.det_score[start:end]) for start, end in zip(starts, ends)]
+    def update_with_faces(self, batch: FaceBatch, *, cuts: set[int] | frozenset[int] = frozenset()) -> FaceBatch:
+        """``batch`` with the track id of each face (batches of one video must come in frame order); the
+        tracker is reset before each frame whose index is in ``cuts`` (a new shot), so no track spans a cut."""
+        ids = []
+        for frame, start, end in zip(batch.frame_index.tolist(), *batch.face_ranges()):
+            if frame in cuts:
+                self.reset()
+            ids.append(self.update(batch.xyxy[start:end], batch.det_score[start:end]))
         return batch.with_tracks(np.concatenate(ids) if ids else np.zeros(0, np.int64))

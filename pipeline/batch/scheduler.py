@@ -113,7 +113,7 @@ class BatchJob:
             models = ActorModels(actors[0], self._get(actors[0].info.remote()))
             self.model_ids = models.model_ids()
             self.fingerprint = self.options.fingerprint(self.model_ids)
-            context = JobContext(tuple(models.labels), self.model_ids, self.fingerprint, self.options)
+            context = JobContext(tuple(models.labels), self.model_ids, self.fingerprint, self.options, models)
             todo = self._not_complete(candidates)
             pending = {id(video) for video in todo}
             for ref in [ref for ref, video in early.items() if id(video) not in pending]:  # complete already

@@ -11,7 +11,7 @@ processes, each hosting the units of several videos (an actor's process costs ~1
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import ray
@@ -21,10 +21,14 @@ from jobs.manifest import COMPLETE
 from jobs.spec import RunOptions
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
+from pipeline.inference import ActorModels
 from pipeline.path import FacePath
-from pipeline.results import FaceBatch
+from pipeline.persons.follow import VideoPersons
+from pipeline.shots import ShotCutter, shot_ids
 from pipeline.sinks.parquet import FACES, VideoParquetSink
 from pipeline.sources.file import VideoInfo
+from pipeline.stages import SegmentResult
+from pipeline.track import LOST_SECONDS
 
 DEFAULT_FRAME_RATE = 30.0  # what the tracker assumes of a video whose container gives no frame rate
 
@@ -49,12 +53,14 @@ class VideoOutcome:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every unit of a job shares: the models' labels and ids, the results' fingerprint, the options."""
+    """What every unit of a job shares: the models (their labels and ids; the embedder persons need), the
+    results' fingerprint, the options."""
 
     labels: tuple[str, ...]
     model_ids: dict
     fingerprint: str
     options: RunOptions
+    models: ActorModels
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def processed_fps(info: VideoInfo, sample_fps: float | None) -> float:
 class VideoUnit:
     """One video's results, from its first face batch to its manifest.
 
-    ``take`` each segment's ``FaceBatch`` in order, then ``finish`` (the tables complete, still staged),
+    ``take`` each segment's results in order, then ``finish`` (the tables complete, still staged),
     then ``publish`` (rows moved into place, manifest written: the video is complete), or ``abort``.
     """
 
@@ -87,19 +93,24 @@ class VideoUnit:
         options = context.options
         metadata = {"video_path": task.path, "fingerprint": context.fingerprint, "labels": list(context.labels),
                     "options": options.to_dict(), **context.model_ids}
+        persons = options.persons != "off"
         self.sink = VideoParquetSink(output.root, task.video_id, task.path, list(context.labels), metadata,
-                                     min_episode_seconds=options.min_episode_seconds)
+                                     min_episode_seconds=options.min_episode_seconds, persons=persons)
         self.path = FacePath([self.sink], num_labels=len(context.labels),
                              frame_rate=processed_fps(task.info, options.fps),
-                             smoothing_seconds=options.smoothing_seconds, causal=False)
+                             smoothing_seconds=options.smoothing_seconds, causal=False,
+                             persons=VideoPersons(context.models.embed, LOST_SECONDS) if persons else None)
+        self.shots = ShotCutter()
         self.last_pts = -1.0
 
-    def take(self, batch: FaceBatch) -> dict:
-        """The next segment's faces (segments in order); returns how many frames, faces and bytes it held."""
-        self.path.write(batch)
-        if batch.num_frames:
-            self.last_pts = float(batch.pts_time[-1])
-        return {"frames": batch.num_frames, "faces": len(batch), "bytes": batch.nbytes}
+    def take(self, segment: SegmentResult) -> dict:
+        """The next segment's results (segments in order); returns how many frames, faces and bytes it held."""
+        faces = segment.faces
+        cuts = self.shots.update(segment.shots)
+        self.path.write(replace(faces, shot=shot_ids(faces.frame_index, self.shots.cut_frames)), cuts=set(cuts.tolist()))
+        if faces.num_frames:
+            self.last_pts = float(faces.pts_time[-1])
+        return {"frames": faces.num_frames, "faces": len(faces), "bytes": faces.nbytes}
 
     def finish(self) -> dict | None:
         """Complete the tables (staged). Returns what the annotate task needs (the faces file to draw from, on
@@ -131,7 +142,8 @@ class VideoUnit:
             "status": COMPLETE, "error": None, "fingerprint": self.context.fingerprint,
             "models": self.context.model_ids, "labels": list(self.context.labels),
             "options": self.context.options.to_dict(), "probe": asdict(task.info),
-            "counts": {"frames": sink.frames_written, "faces": sink.faces_written},
+            "counts": {"frames": sink.frames_written, "faces": sink.faces_written, "shots": len(self.shots.cut_frames) + 1},
+            "shot_cuts": [round(time, 6) for time in self.shots.cut_times],  # when each new shot starts, seconds
             "dominant_emotion": sink.dominant_emotion, "outputs": outputs,
             "timings": {"seconds": round(seconds, 3),
                         "fps": round(sink.frames_written / seconds, 2) if seconds else None},
@@ -163,8 +175,6 @@ class UnitHost:
     """A Ray actor hosting the ``VideoUnit`` of each video given to it; calls name the video by its id."""
 
     def __init__(self, output: str) -> None:
-        import pipeline.track  # noqa: F401  (ByteTrack's libraries load now, not with the first segment)
-
         self.output = JobOutput(output)
         self.units: dict[str, VideoUnit] = {}
 
@@ -172,8 +182,8 @@ class UnitHost:
         self.abort(task.video_id)  # a redo starts afresh
         self.units[task.video_id] = VideoUnit(task, context, self.output)
 
-    def take(self, video_id: str, batch: FaceBatch) -> dict:
-        return self._unit(video_id).take(batch)
+    def take(self, video_id: str, segment: SegmentResult) -> dict:
+        return self._unit(video_id).take(segment)
 
     def finish(self, video_id: str) -> dict | None:
         """The unit's ``finish``, with this node's id: the annotate task runs here, where the faces file is."""

@@ -156,6 +156,15 @@ class TrackSampler:
         if track_id in self._open:
             self._open[track_id].last_time = time
 
+    def pop(self, track_id: int) -> list[Sample]:
+        """Hand over (and forget) one track's samples (none when it never had one)."""
+        samples = self._open.pop(track_id, None)
+        return samples.samples if samples is not None else []
+
+    def samples(self, track_id: int) -> list[Sample]:
+        """One open track's samples so far."""
+        return self._open[track_id].samples if track_id in self._open else []
+
     def close_stale(self, now: float, lost_seconds: float) -> dict[int, list[Sample]]:
         """Hand over (and forget) the tracks unseen for more than ``lost_seconds`` before ``now``: ended."""
         stale = [track for track, samples in self._open.items() if now - samples.last_time > lost_seconds]

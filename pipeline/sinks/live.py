@@ -11,7 +11,7 @@ import sys
 from typing import Protocol, TextIO
 
 from pipeline.preview import PreviewServer
-from pipeline.results import FaceBatch
+from pipeline.results import NO_PERSON, FaceBatch
 
 
 class LiveSink(Protocol):
@@ -23,7 +23,9 @@ class LiveSink(Protocol):
 def face_records(batch: FaceBatch, labels: list[str]) -> list[dict]:
     """Each face of a one-frame batch as JSON-ready values: box, track, emotion and probabilities."""
     best = batch.probabilities.argmax(axis=1) if len(batch) else []
-    return [{"face_index": i, "track_id": int(batch.track_id[i]), "box": [round(float(v), 1) for v in batch.xyxy[i]],
+    return [{"face_index": i, "track_id": int(batch.track_id[i]),
+             "person_id": None if batch.person_id is None or batch.person_id[i] == NO_PERSON else int(batch.person_id[i]),
+             "box": [round(float(v), 1) for v in batch.xyxy[i]],
              "det_score": round(float(batch.det_score[i]), 4), "emotion": labels[int(best[i])],
              "emotion_score": round(float(batch.probabilities[i, best[i]]), 4),
              **({"smoothed_emotion": labels[int(batch.smoothed[i].argmax())],
