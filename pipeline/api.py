@@ -17,7 +17,7 @@ import threading
 from typing import Callable, Iterator, Sequence
 
 from jobs.cluster import connect
-from jobs.spec import JobSpec, ModelOptions, RunOptions
+from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
 from pipeline.batch import BatchJob, VideoOutcome, connect_for
 from pipeline.results import FaceBatch
 from pipeline.sources.live import LiveSourceOptions
@@ -66,6 +66,8 @@ def live(source: str | os.PathLike, *, realtime: bool = False, rtsp_transport: s
     from pipeline.sources.live import LiveReader
 
     model_options = ModelOptions(**options)
+    if duration is not None:
+        RANGES["duration"].check("duration", duration)
     if address:
         connect(address)
     reader = LiveReader(str(source), LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout,
