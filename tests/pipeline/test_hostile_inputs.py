@@ -6,9 +6,6 @@ Real files and real runs on a real local Ray (one per module); the clips are the
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +15,7 @@ from pipeline.cli import main
 from tests.conftest import shared
 
 CLIP = "videos/two_faces.mp4"  # 56 frames, 4.7 s
+PHOTO = "photos/multi_face.jpg"  # one frame, several faces: the quickest input
 
 
 @pytest.mark.parametrize(("command", "arguments", "option"), [
@@ -52,3 +50,12 @@ def test_run_batch_and_live_refuse_nan_before_any_work(tmp_path):
         with live(shared(CLIP), duration=float("inf")):
             pass
     assert not (tmp_path / "out").exists()
+
+
+def test_run_batch_takes_one_path_as_a_string_and_refuses_no_output(local_ray, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="output must be a folder or a URI, but got None"):
+        run_batch(str(shared(PHOTO)), None)
+    assert not (tmp_path / "None").exists()
+    outcomes = run_batch(str(shared(PHOTO)), tmp_path / "out", annotate=False)  # not a scan of "/", "w", "o", ...
+    assert [(o.path, o.status) for o in outcomes] == [(str(shared(PHOTO)), "complete")] and outcomes[0].faces >= 3
