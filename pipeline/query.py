@@ -15,6 +15,7 @@ VIDEOS_SCHEMA = pa.schema([
     ("video_id", pa.string()), ("path", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("frames", pa.int64()), ("faces", pa.int64()), ("dominant_emotion", pa.string()),
     ("detector", pa.string()), ("emotion_model", pa.string()), ("seconds", pa.float64()), ("finished_at", pa.string()),
+    ("redone_because", pa.string()),
 ])
 
 
@@ -23,7 +24,8 @@ class QueryError(EmorayError, ValueError):
 
 
 def videos_table(outputs: PublishedOutputs) -> pa.Table:
-    """One row per video of OUT's manifests: what completed, what failed and why, with which models."""
+    """One row per video of OUT's manifests: what completed, what failed and why, with which models, and
+    why an earlier run's results of it were redone (damaged files, a failure, other options; null: first run)."""
     rows = []
     for manifest in outputs.manifests():
         counts, models = manifest.get("counts") or {}, manifest.get("models") or {}
@@ -32,7 +34,7 @@ def videos_table(outputs: PublishedOutputs) -> pa.Table:
             "error": manifest.get("error"), "frames": counts.get("frames"), "faces": counts.get("faces"),
             "dominant_emotion": manifest.get("dominant_emotion"), "detector": models.get("detector"),
             "emotion_model": models.get("emotion_model"), "seconds": (manifest.get("timings") or {}).get("seconds"),
-            "finished_at": manifest.get("finished_at"),
+            "finished_at": manifest.get("finished_at"), "redone_because": manifest.get("redone_because"),
         })
     return pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
 

@@ -54,6 +54,7 @@ class Video:
     step: ray.ObjectRef | None = None  # finish, annotate or publish under way
     step_name: str = ""
     attempts: int = 1
+    redone_because: str | None = None  # why an earlier run's results are not kept (damaged, failed, ...)
 
     @property
     def segments_in_flight(self) -> int:
@@ -138,7 +139,8 @@ class VideoFlow:
             self._fail(video, error)
             return False
         video.task = VideoTask(str(video.path), str(video.relative), video.video_id, str(video.annotated),
-                               replace(info, path=str(video.path)))  # a URI's, not the node's copy
+                               replace(info, path=str(video.path)),  # a URI's, not the node's copy
+                               video.redone_because)
         video.plan = list(segments)
         video.host = min(self.hosts, key=lambda host: self._host_load[host])
         self._host_load[video.host] += 1
@@ -212,6 +214,7 @@ class VideoFlow:
                 video.video_id, {"video_id": video.video_id, "path": str(video.path), "status": FAILED,
                                  "error": message, "fingerprint": self.context.fingerprint,
                                  "models": self.context.model_ids, "outputs": {},
+                                 "redone_because": video.redone_because,
                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})):
             try:
                 record()

@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 
 from jobs import storage
-from jobs.manifest import COMPLETE
+from jobs.manifest import COMPLETE, file_records
 from jobs.spec import RunOptions
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
@@ -59,13 +59,15 @@ class JobContext:
 
 @dataclass(frozen=True)
 class VideoTask:
-    """A video to process: where it is, its id, its annotated video's name under OUT/annotated/, its probe."""
+    """A video to process: where it is, its id, its annotated video's name under OUT/annotated/, its probe,
+    and why an earlier run's results of it are not kept (None: no earlier run finished it)."""
 
     path: str
     relative: str
     video_id: str
     annotated: str
     info: VideoInfo
+    redone_because: str | None = None
 
 
 def processed_fps(info: VideoInfo, sample_fps: float | None) -> float:
@@ -132,7 +134,8 @@ class VideoUnit:
             "models": self.context.model_ids, "labels": list(self.context.labels),
             "options": self.context.options.to_dict(), "probe": asdict(task.info),
             "counts": {"frames": sink.frames_written, "faces": sink.faces_written},
-            "dominant_emotion": sink.dominant_emotion, "outputs": outputs,
+            "dominant_emotion": sink.dominant_emotion, "outputs": outputs, "files": file_records(outputs),
+            "redone_because": task.redone_because,
             "timings": {"seconds": round(seconds, 3),
                         "fps": round(sink.frames_written / seconds, 2) if seconds else None},
             "unit_node": ray.get_runtime_context().get_node_id(),  # the Ray node that finished the video

@@ -6,12 +6,16 @@ Real files and real runs on a real local Ray (one per module); the clips are the
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from jobs.spec import OptionError
 from pipeline.api import live, run_batch
 from pipeline.cli import main
+from pipeline.query import query
 from tests.conftest import shared
 
 CLIP = "videos/two_faces.mp4"  # 56 frames, 4.7 s
@@ -52,6 +56,16 @@ def test_run_batch_and_live_refuse_nan_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _run(*args: str) -> tuple[int, dict]:
+    result = CliRunner().invoke(main, ["run", *args, "--json"], catch_exceptions=False)
+    assert "{" in result.stdout, result.output
+    return result.exit_code, json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def _rows(out: Path, table: str) -> int:
+    return query(out, f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+
 def test_run_batch_takes_one_path_as_a_string_and_refuses_no_output(local_ray, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="output must be a folder or a URI, but got None"):
@@ -59,3 +73,22 @@ def test_run_batch_takes_one_path_as_a_string_and_refuses_no_output(local_ray, t
     assert not (tmp_path / "None").exists()
     outcomes = run_batch(str(shared(PHOTO)), tmp_path / "out", annotate=False)  # not a scan of "/", "w", "o", ...
     assert [(o.path, o.status) for o in outcomes] == [(str(shared(PHOTO)), "complete")] and outcomes[0].faces >= 3
+
+
+def test_a_rerun_redoes_a_video_whose_published_files_were_damaged_and_says_so(local_ray, tmp_path):
+    out = tmp_path / "out"
+    assert _run(str(shared(PHOTO)), "-o", str(out))[0] == 0
+    faces, tracks = _rows(out, "faces"), _rows(out, "tracks")
+    manifest = json.loads(next((out / "manifest").glob("*.json")).read_text())
+    assert set(manifest["files"]) == set(manifest["outputs"]) == {"faces", "frames", "tracks", "episodes", "annotated"}
+    part = Path(manifest["outputs"]["faces"])
+    assert manifest["files"]["faces"]["bytes"] == part.stat().st_size
+    damages = [("truncated", lambda: part.write_bytes(part.read_bytes()[: part.stat().st_size // 2]), "bytes, "),
+               ("deleted", lambda: Path(manifest["outputs"]["tracks"]).unlink(), "is missing")]
+    for what, harm, reason in damages:
+        harm()
+        exit_code, summary = _run(str(shared(PHOTO)), "-o", str(out))
+        assert exit_code == 0 and summary["videos"][0]["status"] == "complete", what  # redone, not "already complete"
+        assert (_rows(out, "faces"), _rows(out, "tracks")) == (faces, tracks), what
+        [(status, redone)] = query(out, "SELECT status, redone_because FROM videos").fetchall()
+        assert status == "complete" and redone.startswith("damaged: ") and reason in redone, (what, redone)
