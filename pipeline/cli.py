@@ -217,28 +217,28 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
     options = build_options(ModelOptions, **model_options)
     reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=socket_timeout,
                                        max_retries=max_retries, realtime=realtime)
-    held = contextlib.ExitStack()
-    if output is not None:
-        from jobs.lock import output_lock
-        from pipeline.batch import check_output_writable
+    with contextlib.ExitStack() as held:  # the output lock, until the session is over
+        if output is not None:
+            from jobs.lock import output_lock
+            from pipeline.batch import check_output_writable
 
-        check_output_writable(Path(output))
-        held.enter_context(output_lock(output))  # released when the process exits
-    if address:
-        from jobs.cluster import connect
+            check_output_writable(Path(output))
+            held.enter_context(output_lock(output))
+        if address:
+            from jobs.cluster import connect
 
-        connect(address)
-    try:
-        session, server = open_session(source, Path(output) if output else None, options, reader_options=reader_options,
-                                       jsonl=jsonl, serve=serve_address, roll_seconds=roll_seconds, use_ray=bool(address))
-    except OSError as error:  # e.g. the --serve port is taken
-        click.echo(f"emoray: cannot start live mode: {error}", err=True)
-        sys.exit(EXIT_FAILED)
-    if server is not None:
-        click.echo(f"preview: {server.url}", err=True)
-    with stop_on_signals() as signals:  # the first SIGINT or SIGTERM ends the session cleanly
-        session.reader.start()
-        stats = session.run(signals.request, duration)
+            connect(address)
+        try:
+            session, server = open_session(source, Path(output) if output else None, options, reader_options=reader_options,
+                                           jsonl=jsonl, serve=serve_address, roll_seconds=roll_seconds, use_ray=bool(address))
+        except OSError as error:  # e.g. the --serve port is taken
+            click.echo(f"emoray: cannot start live mode: {error}", err=True)
+            sys.exit(EXIT_FAILED)
+        if server is not None:
+            click.echo(f"preview: {server.url}", err=True)
+        with stop_on_signals() as signals:  # the first SIGINT or SIGTERM ends the session cleanly
+            session.reader.start()
+            stats = session.run(signals.request, duration)
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:

@@ -92,3 +92,23 @@ def test_a_rerun_redoes_a_video_whose_published_files_were_damaged_and_says_so(l
         assert (_rows(out, "faces"), _rows(out, "tracks")) == (faces, tracks), what
         [(status, redone)] = query(out, "SELECT status, redone_because FROM videos").fetchall()
         assert status == "complete" and redone.startswith("damaged: ") and reason in redone, (what, redone)
+
+
+def test_two_live_sessions_into_one_output_keep_their_rows_apart(local_ray, tmp_path):
+    out, clip = tmp_path / "out", shared("videos/three_faces_walking.mp4")  # 41 frames, 3 people
+    for _ in range(2):  # the same file replayed twice: same video_id, frame indexes and track ids
+        result = CliRunner().invoke(main, ["live", str(clip), "-o", str(out), "--emotion-model", "mini-xception"])
+        assert result.exit_code == 0, result.output
+    assert _run(str(shared(PHOTO)), "-o", str(out), "--no-annotate")[0] == 0  # and a batch video beside them
+
+    def one(sql: str):
+        return query(out, sql).fetchall()
+
+    sessions = one("SELECT session_id, count(*) FROM frames GROUP BY 1 ORDER BY 1")
+    assert [count for _, count in sessions] == [1, 41, 41] and sessions[0][0] == ""  # batch rows: ''
+    faces = one("SELECT count(*) FROM faces")[0][0]
+    assert one("SELECT count(*) FROM faces JOIN tracks USING (video_id, session_id, track_id)")[0][0] == faces
+    assert one("SELECT count(*), count(DISTINCT (video_id, session_id, track_id)) FROM tracks")[0] == (
+        one("SELECT count(DISTINCT (video_id, session_id, track_id)) FROM faces")[0][0],) * 2
+    assert one("SELECT count(*) FROM episodes e JOIN tracks USING (video_id, session_id, track_id)")[0][0] == \
+        one("SELECT count(*) FROM episodes")[0][0]
