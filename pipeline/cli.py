@@ -122,7 +122,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
 
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable, connect_for
-    from pipeline.report import JobProgress, stop_line, summary_json, summary_table
+    from pipeline.report import JobProgress, failed_outcomes, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
     options = build_options(RunOptions, **model_options, fps=fps, annotate=not no_annotate)
@@ -138,7 +138,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
             job.on_progress = progress.update
             outcomes = job.run()
         ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = failed_outcomes(outcomes)
     if signals.request.is_set():
         click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)
         sys.exit(signals.request.exit_code)

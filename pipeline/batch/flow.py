@@ -19,6 +19,7 @@ from typing import Callable
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from jobs.files import fitting_name
 from jobs.manifest import FAILED
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
@@ -61,13 +62,15 @@ class Video:
         return len(self.decoding) + sum(kind == "take" for kind, _ in self.taking)
 
 
-def annotated_names(videos: list[Video]) -> list[Path]:
+def annotated_names(videos: list[Video], limit: int) -> list[Path]:
     """Each video's annotated name (under OUT/annotated/): its relative path as .mp4, with the content id
-    added where two inputs of the job would share one (a.mov and a.mp4, or cam.mp4 from two folders)."""
+    added where two inputs of the job would share one (a.mov and a.mp4, or cam.mp4 from two folders),
+    cut to fit ``limit`` bytes with its temporary name (``jobs.files.fitting_name``)."""
     names = [video.relative.with_suffix(".mp4") for video in videos]
     taken = Counter(names)
-    return [name if taken[name] == 1 else name.with_name(f"{name.stem}.{video.video_id[:8]}.mp4")
-            for video, name in zip(videos, names)]
+    names = [name if taken[name] == 1 else name.with_name(f"{name.stem}.{video.video_id[:8]}.mp4")
+             for video, name in zip(videos, names)]
+    return [name.with_name(fitting_name(name.name, video.video_id[:8], limit=limit)) for video, name in zip(videos, names)]
 
 
 class VideoFlow:
@@ -180,8 +183,10 @@ class VideoFlow:
         try:
             result = ray.get(ref)
         except (EmorayError, ray.exceptions.RayError) as error:
-            if name == "annotate" and not isinstance(error, LOST):
-                error = EmorayError(f"annotated video: {_message(error, video.path)}")
+            if name == "annotate" and not isinstance(error, LOST):  # the rows are kept: only the drawing failed
+                failure = f"annotated video: {_message(error, video.path)}"
+                video.step, video.step_name = video.host.publish.remote(video.video_id, failure), "publish"
+                return None
             return self._fail(video, error)
         if name == "finish" and result is not None:  # annotate where the unit staged the faces file
             where = NodeAffinitySchedulingStrategy(result["node_id"], soft=False)

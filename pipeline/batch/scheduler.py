@@ -24,6 +24,7 @@ import ray
 from jobs.cluster import connect
 from jobs.storage import is_uri
 from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
+from jobs.files import name_max
 from jobs.lock import output_lock
 from jobs.manifest import FAILED, redo_reason
 from jobs.spec import JobSpec, RunOptions
@@ -159,7 +160,7 @@ class BatchJob:
                 continue
             seen[identity] = path
             candidates.append(Video(path, Path(relative), identity))
-        for video, name in zip(candidates, annotated_names(candidates)):
+        for video, name in zip(candidates, annotated_names(candidates, name_max(self.output.root))):
             video.annotated = name
         return candidates
 

@@ -118,19 +118,20 @@ class VideoUnit:
             return None
         return {"faces": str(self.sink.staged[FACES]), "destination": self.output.final(self._annotated_path())}
 
-    def publish(self) -> VideoOutcome:
-        """Move the parts into place, then write the manifest: the video is complete."""
+    def publish(self, error: str | None = None) -> VideoOutcome:
+        """Move the parts into place, then write the manifest: the video is complete (``error``: its
+        annotated video could not be made; its rows are kept, and a rerun makes it again)."""
         task, sink = self.task, self.sink
         outputs = self.output.publish(sink.publish())
         annotated = self.output.final(self._annotated_path())
-        if self.context.options.annotate and self.output.exists(annotated):
+        if self.context.options.annotate and error is None and self.output.exists(annotated):
             outputs["annotated"] = annotated
         seconds = time.monotonic() - self.started
         outcome = VideoOutcome(task.path, task.video_id, COMPLETE, sink.frames_written, sink.faces_written,
-                               sink.dominant_emotion, None, seconds)
+                               sink.dominant_emotion, error, seconds)
         self.output.write_manifest(task.video_id, {
             "video_id": task.video_id, "path": task.path, "relative_path": task.relative,
-            "status": COMPLETE, "error": None, "fingerprint": self.context.fingerprint,
+            "status": COMPLETE, "error": error, "fingerprint": self.context.fingerprint,
             "models": self.context.model_ids, "labels": list(self.context.labels),
             "options": self.context.options.to_dict(), "probe": asdict(task.info),
             "counts": {"frames": sink.frames_written, "faces": sink.faces_written},
@@ -183,8 +184,8 @@ class UnitHost:
         annotation = self._unit(video_id).finish()
         return None if annotation is None else annotation | {"node_id": ray.get_runtime_context().get_node_id()}
 
-    def publish(self, video_id: str) -> VideoOutcome:
-        return self.units.pop(video_id).publish()
+    def publish(self, video_id: str, error: str | None = None) -> VideoOutcome:
+        return self.units.pop(video_id).publish(error)
 
     def abort(self, video_id: str) -> None:
         unit = self.units.pop(video_id, None)

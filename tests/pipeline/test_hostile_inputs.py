@@ -112,3 +112,18 @@ def test_two_live_sessions_into_one_output_keep_their_rows_apart(local_ray, tmp_
         one("SELECT count(DISTINCT (video_id, session_id, track_id)) FROM faces")[0][0],) * 2
     assert one("SELECT count(*) FROM episodes e JOIN tracks USING (video_id, session_id, track_id)")[0][0] == \
         one("SELECT count(*) FROM episodes")[0][0]
+
+
+def test_a_file_name_of_255_bytes_gets_its_rows_and_an_annotated_video(local_ray, tmp_path):
+    (tmp_path / "in").mkdir()
+    longest = tmp_path / "in" / ("é" * 125 + ".jpeg")  # 255 bytes, as long as a name can be
+    longest.symlink_to(shared(PHOTO))
+    out = tmp_path / "out"
+    exit_code, summary = _run(str(tmp_path / "in"), "-o", str(out))
+    video = summary["videos"][0]
+    assert exit_code == 0 and video["status"] == "complete" and video["error"] is None, video
+    [annotated] = (out / "annotated").iterdir()
+    assert annotated.name.startswith("é" * 100) and annotated.name.endswith(f"~{video['video_id'][:8]}.mp4")
+    assert len(annotated.name.encode()) + len(".") + len(".") + 8 + len(".part") <= 255  # and its temporary name
+    assert _rows(out, "faces") == video["faces"] >= 3
+    assert not list(out.rglob("*.part"))

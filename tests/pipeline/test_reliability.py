@@ -109,17 +109,21 @@ def test_every_output_file_gets_the_umask_mode(nest):
     assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
 
 
-def test_a_video_that_fails_late_publishes_no_rows(local_ray, tmp_path):
+def test_a_video_whose_annotated_video_cannot_be_written_keeps_its_rows(local_ray, tmp_path):
     clip, out = str(shared("videos/two_faces.mp4")), tmp_path / "out"
     assert _run(clip, "-o", str(out), "--no-annotate")[0] == 0
-    assert _count(out, "SELECT count(*) FROM faces")[0][0] > 0
+    faces = _count(out, "SELECT count(*) FROM faces")[0][0]
     (out / "annotated" / "two_faces.mp4").mkdir(parents=True)  # the annotated video cannot be written there
     exit_code, summary = _run(clip, "-o", str(out))  # redone: annotation was not asked for before
     video = summary["videos"][0]
-    assert exit_code == 1 and video["status"] == "failed" and "annotated video" in video["error"]
-    assert not list(out.glob("f*/video_id=*/*.parquet"))  # neither this run's rows nor the earlier run's
-    assert _count(out, "SELECT status, error FROM videos") == [("failed", video["error"])]
-    assert not list(out.rglob("*.tmp")) and not (out / ".staging").exists()
+    assert exit_code == 1 and video["status"] == "complete" and video["error"].startswith("annotated video: ")
+    assert _count(out, "SELECT count(*) FROM faces")[0][0] == faces == video["faces"]  # this run's rows, kept
+    assert _count(out, "SELECT status, error FROM videos") == [("complete", video["error"])]
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("*.part")) and not (out / ".staging").exists()
+    (out / "annotated" / "two_faces.mp4").rmdir()
+    exit_code, summary = _run(clip, "-o", str(out))  # a rerun makes the annotated video
+    assert exit_code == 0 and summary["videos"][0]["status"] == "complete" and summary["videos"][0]["error"] is None
+    assert (out / "annotated" / "two_faces.mp4").is_file()
 
 
 def test_a_unit_that_fails_to_publish_fails_its_video_alone(local_ray, tmp_path):
