@@ -21,12 +21,22 @@ SHA256 = "sha256"
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON under a temporary name in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=2, default=str)
-        temporary = Path(handle.name)
-    move_into_place(temporary, path)
+    """Write JSON under a temporary name in the same folder, then rename it into place.
+
+    Raises:
+        OSError: naming ``path`` (not the temporary name) when it cannot be written.
+    """
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+            temporary = Path(handle.name)
+            json.dump(payload, handle, indent=2, default=str)
+        move_into_place(temporary, path)
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from error
 
 
 def manifest_path(out: Path, video_id: str) -> Path:

@@ -7,6 +7,12 @@ Real files and real runs on a real local Ray (one per module); the clips are the
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,3 +133,74 @@ def test_a_file_name_of_255_bytes_gets_its_rows_and_an_annotated_video(local_ray
     assert len(annotated.name.encode()) + len(".") + len(".") + 8 + len(".part") <= 255  # and its temporary name
     assert _rows(out, "faces") == video["faces"] >= 3
     assert not list(out.rglob("*.part"))
+
+
+def _frozen(*paths: Path, recursive: bool = False) -> None:
+    """Make ``paths`` unwritable, for root too (``chattr +i``: not even root may create files there)."""
+    command = ["chattr", *(["-R"] if recursive else []), "+i", *map(str, paths)]
+    if os.geteuid() != 0:
+        command = ["chmod", *(["-R"] if recursive else []), "a-w", *map(str, paths)]
+    if shutil.which(command[0]) is None or subprocess.run(command, capture_output=True).returncode:
+        pytest.skip(f"{command[0]} cannot make a folder unwritable here")
+
+
+def _thawed(*paths: Path) -> None:
+    command = ["chattr", "-R", "-i"] if os.geteuid() == 0 else ["chmod", "-R", "u+w"]
+    subprocess.run([*command, *map(str, paths)], capture_output=True)
+
+
+def test_a_staging_folder_that_cannot_be_written_is_an_error_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    (out / ".staging").mkdir(parents=True)
+    _frozen(out / ".staging")
+    try:
+        result = CliRunner().invoke(main, ["run", str(shared(PHOTO)), "-o", str(out)])
+    finally:
+        _thawed(out / ".staging")
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"emoray: {out / '.staging'}: output directory is not writable (" in result.output
+    assert not (out / "manifest").exists()
+
+
+def test_an_output_folder_made_unwritable_mid_run_fails_the_videos_it_stops_with_the_reason(local_ray, tmp_path, caplog):
+    out = tmp_path / "out"
+
+    def freeze_after_the_first_video(state: dict) -> None:
+        if state["done"] >= 1 and not (out / "frozen").exists():
+            (out / "frozen").touch()
+            _frozen(out, recursive=True)
+
+    try:
+        outcomes = run_batch([shared(PHOTO), shared(CLIP)], out, annotate=False, on_progress=freeze_after_the_first_video)
+    finally:
+        _thawed(out)
+    done, stopped = sorted(outcomes, key=lambda o: o.status != "complete")  # whichever finished first
+    assert done.status == "complete" and _rows(out, "faces") == done.faces > 0
+    assert stopped.status == "failed" and stopped.error.startswith(f"{stopped.path}: "), stopped.error
+    assert "Operation not permitted" in stopped.error or "Permission denied" in stopped.error
+    assert f"{out}: job.json not written (" in caplog.text  # said, not raised: the outcomes are returned
+
+
+def test_an_input_folder_that_cannot_be_searched_fails_alone_with_the_reason(tmp_path):
+    """In a process without the right to pass over permissions, as a user's shell has it (not root's)."""
+    root = tmp_path / "in"
+    (root / "locked").mkdir(parents=True)
+    shutil.copy(shared(PHOTO), root / "a.jpg")
+    shutil.copy(shared(PHOTO), root / "locked" / "b.jpg")
+    (root / "locked").chmod(0)
+    command = [sys.executable, "-m", "pipeline.cli", "run", str(root), "-o", str(tmp_path / "out"), "--no-annotate", "--json"]
+    if os.geteuid() == 0:
+        if shutil.which("capsh") is None:
+            pytest.skip("capsh is not installed: root would read the locked folder anyway")
+        command = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c", shlex.join(command)]
+    env = os.environ | {"RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}  # its own embedded Ray
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        (root / "locked").chmod(0o755)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    videos = {Path(v["path"]).name: v for v in json.loads(result.stdout)["videos"]}
+    assert videos["a.jpg"]["status"] == "complete"
+    assert videos["locked"] == videos["locked"] | {
+        "status": "failed", "error": f"{root / 'locked'}: cannot search this folder (Permission denied)"}
