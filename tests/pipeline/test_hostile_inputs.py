@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -204,3 +207,36 @@ def test_an_input_folder_that_cannot_be_searched_fails_alone_with_the_reason(tmp
     assert videos["a.jpg"]["status"] == "complete"
     assert videos["locked"] == videos["locked"] | {
         "status": "failed", "error": f"{root / 'locked'}: cannot search this folder (Permission denied)"}
+
+
+RLO = "\u202e"  # right-to-left override: "holiday<RLO>gpj.mp4" shows as "holiday4pm.jpg"
+
+
+def _outside_isolates(page: str) -> str:
+    """The page without what is isolated: <bdi> elements and U+2068 ... U+2069 runs."""
+    return re.sub("\u2068.*?\u2069", "", re.sub(r"<bdi>.*?</bdi>", "", page, flags=re.S), flags=re.S)
+
+
+def test_names_that_spoof_or_overflow_the_report_are_isolated_and_wrap(local_ray, tmp_path, chromium):
+    from pipeline.html_report import COLORS
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    (root / f"holiday{RLO}gpj.mp4").symlink_to(shared(CLIP))
+    (root / ("a" * 236 + ".jpg")).symlink_to(shared(PHOTO))
+    assert _run(str(root), "-o", str(out), "--no-annotate", "--report")[0] == 0
+    page = (out / "report.html").read_text()
+    assert RLO not in page and page.count("holiday[U+202E]gpj.mp4") >= 3  # the override shown, not obeyed
+    assert "holiday" not in _outside_isolates(page) and "aaaa.jpg" not in _outside_isolates(page)
+    dom, screenshot = chromium((out / "report.html").as_uri(), window_size=(1280, 420))
+    picture = cv2.cvtColor(cv2.imread(str(screenshot)), cv2.COLOR_BGR2RGB)
+    bar_colors = {tuple(int(color[i:i + 2], 16) for i in (1, 3, 5)) for color in COLORS.values()}
+    runs = [np.all(picture == color, axis=2) for color in bar_colors]  # the index's share bars (the legend has dots)
+    longest = max(_longest_run(row) for mask in runs for row in mask)
+    assert longest >= 30, "no share bar on screen: a long name pushed the columns away"
+
+
+def _longest_run(row: np.ndarray) -> int:
+    padded = np.concatenate([[0], row.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return int((edges[1::2] - edges[::2]).max(initial=0))
