@@ -79,6 +79,17 @@ def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = 
              configure_logging=True, log_to_driver=log_to_driver)
 
 
+def silence_worker_output() -> None:
+    """From now on, show nothing of what Ray forwards to this driver: its workers' output and the errors
+    it reports for them. A stopping job kills its actors while tasks still call them, and Ray reports
+    each such call ("(raylet) Task ModelsActor.classify failed ... infinite retries remaining"): noise
+    above the one line that says what was kept. Ray 2.60 has no public switch once ``ray.init`` ran;
+    this is the flag its own debugger (``ray.util.rpdb``) sets, and Ray is pinned."""
+    import ray._private.worker
+
+    ray._private.worker._worker_logs_enabled = False
+
+
 @contextlib.contextmanager
 def _without_idle_services(enabled: bool) -> Iterator[None]:
     """While ``ray.init`` starts a head node: no autoscaler monitor, no dashboard API server.

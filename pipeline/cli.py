@@ -120,6 +120,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     import ray
     from rich.console import Console
 
+    from jobs.cluster import silence_worker_output
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable, connect_for
     from pipeline.report import JobProgress, failed_outcomes, stop_line, summary_json, summary_table
@@ -131,6 +132,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     with output_lock(output), stop_on_signals() as signals:
         connect_for(options, address, dashboard=dashboard)
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
+        signals.request.call_when_set(silence_worker_output)  # a stopped run ends with one line
         job = BatchJob(spec, stop=signals.request)
         if placement := job.placement():
             click.echo(f"emoray: {placement}", err=True)

@@ -26,11 +26,13 @@ class JobProgress:
         self._started = time.monotonic()
 
     def __enter__(self) -> "JobProgress":
-        self._progress.start()
+        if self._progress.console.is_terminal:  # elsewhere rich would still end with an empty line
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._progress.live.is_started:
+            self._progress.stop()
 
     def update(self, state: dict) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-6)
