@@ -1,5 +1,11 @@
 """Connecting to Ray: an embedded local cluster by default, an existing one with ``--address``.
 
+Which Ray a process uses: the cluster ``address`` names (``--address``), else the one ``RAY_ADDRESS``
+names, else its own embedded Ray, whatever else runs on the machine: a cluster a user started with
+``ray start`` (which Ray records in its temp dir, where a bare ``ray.init()`` would find and join it)
+is never joined unless named. Joining passes no start-up option (object store size, system config):
+a running cluster is used as its operator configured it.
+
 The embedded cluster is lean unless asked otherwise: it starts neither the dashboard's API server nor
 the autoscaler's monitor (a fixed one-machine cluster has nothing to scale), prestarts no idle
 workers, and sizes its object store to the job. Measured here (2 cores): ``ray.init`` 1.6-2.6 s and
@@ -48,9 +54,10 @@ def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = 
             object_store_bytes: int | None = None, log_to_driver: bool = True) -> None:
     """Start or join Ray once per process (idempotent).
 
-    A connected cluster (``address``) is used as its operator configured it. The embedded one, for a
-    job on this machine, listens on 127.0.0.1 only, keeps Ray's token authentication without its
-    warning, and ends with this process, even when it is killed (``jobs.reaper``).
+    Joins ``address``, else the cluster ``RAY_ADDRESS`` names, and uses it as its operator configured
+    it; else starts the embedded Ray (see above), which listens on 127.0.0.1 only, keeps Ray's token
+    authentication without its warning, and ends with this process, even when it is killed
+    (``jobs.reaper``).
 
     Args:
         lean: the embedded cluster without the services a job on one machine does not use (see above);
@@ -62,13 +69,25 @@ def connect(address: str | None = None, *, lean: bool = True, dashboard: bool = 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if address not in (None, "auto"):  # Ray itself looks for a token only for a local or "auto" cluster
-        use_token_if_available()
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
         return _start_embedded(lean=lean and not dashboard, dashboard=dashboard, object_store_bytes=object_store_bytes,
                                log_to_driver=log_to_driver)
+    if address != "auto":  # Ray itself looks for a token only for a cluster it finds ("auto")
+        use_token_if_available()
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=log_to_driver)
+
+
+def silence_worker_output() -> None:
+    """From now on, show nothing of what Ray forwards to this driver: its workers' output and the errors
+    it reports for them. A stopping job kills its actors while tasks still call them, and Ray reports
+    each such call ("(raylet) Task ModelsActor.classify failed ... infinite retries remaining"): noise
+    above the one line that says what was kept. Ray 2.60 has no public switch once ``ray.init`` ran;
+    this is the flag its own debugger (``ray.util.rpdb``) sets, and Ray is pinned."""
+    import ray._private.worker
+
+    ray._private.worker._worker_logs_enabled = False
 
 
 @contextlib.contextmanager
@@ -111,7 +130,8 @@ def _start_embedded(*, lean: bool, dashboard: bool, object_store_bytes: int | No
     token_setup.setLevel(logging.ERROR)
     try:
         with _without_idle_services(lean):
-            ray.init(include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
+            # "local": a new cluster, never one `ray start` recorded in Ray's temp dir
+            ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING, configure_logging=True,
                      log_to_driver=log_to_driver, object_store_memory=object_store_bytes,
                      _system_config={"prestart_worker_first_driver": False} if lean else None)
     finally:

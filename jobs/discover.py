@@ -31,7 +31,8 @@ class Discovery:
 
     ``inputs``: (path, relative path) pairs to process, sorted, each once; the relative path names the
     annotated video under OUT/annotated/. ``refused``: (path, reason) for inputs named on the command
-    line that cannot be processed (missing, not a regular file, not a media type): they fail the job.
+    line that cannot be processed (missing, not a regular file, not a media type) and for folders
+    that cannot be searched (no permission): they fail the job, the other inputs go on.
     ``skipped``: (path, reason) for files found in folders and left out (not regular files).
     ``output_folders``: emoray output folders found among the inputs and not descended into.
     """
@@ -43,10 +44,11 @@ class Discovery:
 
 
 def is_output_folder(folder: Path) -> bool:
-    """True for a folder emoray writes results to: it holds the run lock or an emoray ``job.json``."""
-    if (folder / LOCK_NAME).exists():
-        return True
+    """True for a folder emoray writes results to: it holds the run lock or an emoray ``job.json``
+    (False when the folder cannot be searched: listing it then says why)."""
     try:
+        if (folder / LOCK_NAME).exists():
+            return True
         return "spec" in json.loads((folder / JOB_FILE).read_text())
     except (OSError, ValueError, TypeError):
         return False
@@ -71,6 +73,25 @@ def _not_regular(path: Path) -> str | None:
     if stat.S_ISREG(mode):
         return None
     return f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(mode), 'a special file')})"
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why ``path`` cannot even be looked at (None when it can): missing, or a folder above it unsearchable."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return "no such file or directory"
+    except OSError as error:
+        return f"cannot reach it ({error.strerror or error})"
+    return None
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder (False when it cannot be inspected: it then fails as unreadable)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _matches(relative: Path | str, glob: str | None) -> bool:
@@ -106,9 +127,10 @@ def discover(paths: list[str | Path], *, glob: str | None = None, output: str | 
                     inputs.setdefault(uri, relative)
             continue
         given = Path(text)
-        if not os.path.lexists(given):
-            found.refused.append((given, f"{given}: no such file or directory"))
-        elif given.is_dir():
+        unreachable = _unreachable(given)
+        if unreachable:
+            found.refused.append((given, f"{given}: {unreachable}"))
+        elif _is_dir(given):
             _walk(given, glob, out_dir, found, inputs)
         elif _matches(given.name, glob):
             reason = _not_regular(given) or media_type_error(given.name)
@@ -128,9 +150,13 @@ def _walk(given: Path, glob: str | None, out_dir: Path | None, found: Discovery,
             return True
         return False
 
+    def unsearchable(error: OSError) -> None:
+        folder = Path(error.filename or given)
+        found.refused.append((folder, f"{folder}: cannot search this folder ({error.strerror or error})"))
+
     if is_output(given):
         return
-    for root, dirs, files in os.walk(given):
+    for root, dirs, files in os.walk(given, onerror=unsearchable):
         dirs[:] = sorted(d for d in dirs if not is_output(Path(root, d)))
         for name in sorted(files):
             path = Path(root, name)

@@ -10,6 +10,8 @@ import os
 import threading
 from pathlib import Path
 
+NAME_MAX = 255  # bytes in a file name: ext4, xfs, btrfs, zfs, tmpfs; what os.pathconf says where it can be asked
+TEMPORARY_EXTRA = len(".") + len(".") + 8 + len(".part")  # a hidden temporary name: .NAME.xxxxxxxx.part
 _lock = threading.Lock()
 
 
@@ -25,3 +27,33 @@ def move_into_place(temporary: str | Path, final: str | Path) -> None:
     """Give ``temporary`` the umask's mode and rename it to ``final`` (atomic on one filesystem)."""
     os.chmod(temporary, umask_mode())
     os.replace(temporary, final)
+
+
+def name_max(folder: str | Path) -> int:
+    """The longest file name (bytes) the filesystem of ``folder`` (or of its nearest existing parent) takes."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def fitting_name(name: str, tag: str, *, limit: int = NAME_MAX) -> str:
+    """``name``, or when it and its hidden temporary name (``TEMPORARY_EXTRA`` more) would not fit ``limit``
+    bytes, its stem cut on a character boundary, ``~tag`` and its suffix: ``tag`` (a content id) keeps
+    two names cut alike apart. Any legal input name thus gives an output name that can be written."""
+    room = limit - TEMPORARY_EXTRA
+    if len(name.encode()) <= room:
+        return name
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    end = f"~{tag}{suffix}"
+    return stem.encode()[: room - len(end.encode())].decode(errors="ignore") + end
+
+
+def temporary_prefix(name: str, *, limit: int = NAME_MAX) -> str:
+    """``.NAME.``, the prefix of a hidden temporary file beside ``name``, cut so that the whole temporary
+    name (8 random characters and a suffix of up to 5 added) fits ``limit`` bytes."""
+    return "." + name.encode()[: limit - TEMPORARY_EXTRA].decode(errors="ignore") + "."

@@ -4,12 +4,76 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
+from models.errors import EmorayError
 from models.registry import DEFAULT_DETECTOR, DEFAULT_EMOTION_MODEL
 
-
 PERSONS_MODES = ("off", "video", "across")
+
+
+class OptionError(EmorayError, ValueError):
+    """An option's value is refused; ``name`` is the option's field name (``det_size``)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option takes: finite, from ``low`` (excluded when ``low_open``) to ``high``,
+    whole numbers only when ``integer``. ``RANGES`` holds them once: the dataclasses below check them
+    wherever options are made (the command line, ``run_batch``, ``live``, a job spec read back) and
+    the command line's option types show them in ``--help``."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    integer: bool = False
+    unit: str = ""
+
+    def describe(self) -> str:
+        low, high = (int(x) if x == int(x) else x for x in (self.low, self.high))
+        bounds = f"{'(' if self.low_open else '['}{low}, {high}]"
+        return f"{'an integer' if self.integer else 'a number'} in {bounds}" + (f" {self.unit}" if self.unit else "")
+
+    def contains(self, value: object) -> bool:
+        """False for NaN and infinities (every comparison with NaN is false, so they need their own test)."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.integer else numbers.Real):
+            return False
+        return math.isfinite(value) and (self.low < value if self.low_open else self.low <= value) and value <= self.high
+
+    def check(self, name: str, value: object) -> None:
+        if not self.contains(value):
+            raise OptionError(name, f"{name} must be {self.describe()}, but got {value!r}")
+
+
+RANGES = {
+    "det_size": Range(32, 8192, integer=True, unit="pixels"),  # or None: the frame's own size
+    "min_face": Range(0, 8192, unit="pixels"),
+    "score_threshold": Range(0, 1),
+    "batch_size": Range(1, 1024, integer=True, unit="frames"),
+    "smoothing_seconds": Range(0, 3600, unit="seconds"),
+    "min_episode_seconds": Range(0, 86400, unit="seconds"),
+    "fps": Range(0, 1000, low_open=True, unit="frames per second"),  # or None: every frame
+    "segment_seconds": Range(0, 86400, low_open=True, unit="seconds"),
+    # live mode
+    "roll_seconds": Range(0, 86400, low_open=True, unit="seconds"),
+    "duration": Range(0, 366 * 86400, low_open=True, unit="seconds"),
+    "timeout": Range(0, 3600, low_open=True, unit="seconds"),
+}
+NONE_ALLOWED = frozenset({"det_size", "fps"})
+
+
+def check_ranges(options: object, names: tuple[str, ...]) -> None:
+    """Check the fields ``names`` of ``options`` against ``RANGES`` (None passes where it has a meaning)."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None or name not in NONE_ALLOWED:
+            RANGES[name].check(name, value)
 
 
 @dataclass(frozen=True)
@@ -31,22 +95,14 @@ class ModelOptions:
     # across: also linked across the job's videos (emoray run)
     keep_embeddings: bool = False  # write each person's mean face embedding (biometric data) to the persons table
 
+    NUMERIC = ("det_size", "min_face", "score_threshold", "batch_size", "smoothing_seconds", "min_episode_seconds")
+
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "torch", "onnx"):
-            raise ValueError(f"backend must be one of auto, torch, onnx, but got {self.backend!r}")
+            raise OptionError("backend", f"backend must be one of auto, torch, onnx, but got {self.backend!r}")
         if self.persons not in PERSONS_MODES:
-            raise ValueError(f"persons must be one of {', '.join(PERSONS_MODES)}, but got {self.persons!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, but got {self.batch_size}")
-        if self.min_face < 0:
-            raise ValueError(f"min_face must be >= 0 pixels, but got {self.min_face}")
-        if self.det_size is not None and self.det_size < 32:
-            raise ValueError(f"det_size must be at least 32 pixels, but got {self.det_size}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], but got {self.score_threshold}")
-        for name in ("smoothing_seconds", "min_episode_seconds"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 seconds, but got {getattr(self, name)}")
+            raise OptionError("persons", f"persons must be one of {', '.join(PERSONS_MODES)}, but got {self.persons!r}")
+        check_ranges(self, self.NUMERIC)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,8 +121,7 @@ class RunOptions(ModelOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, but got {self.fps}")
+        check_ranges(self, ("fps", "segment_seconds"))
 
     def fingerprint(self, model_ids: dict[str, str]) -> str:
         """Identifies what the results depend on: result-changing options and the exact weights."""
@@ -87,3 +142,15 @@ class JobSpec:
     def to_dict(self) -> dict:
         return {"inputs": list(self.inputs), "output": self.output, "glob": self.glob, "force": self.force,
                 "options": self.options.to_dict()}
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> "JobSpec":
+        """The spec ``to_dict`` gave (as ``OUT/job.json`` holds it), its options checked as when first made.
+
+        Raises:
+            OptionError: for an option out of its range (JSON lets NaN and Infinity through).
+            TypeError, KeyError: when ``payload`` is not such a spec.
+        """
+        return cls(inputs=tuple(payload["inputs"]), output=payload["output"],
+                   options=RunOptions(**payload["options"]), glob=payload.get("glob"),
+                   force=bool(payload.get("force", False)))

@@ -73,6 +73,18 @@ def exists(uri: str) -> bool:
         raise StorageError(f"{uri}: cannot look it up ({error})") from error
 
 
+def size(uri: str) -> int | None:
+    """The object's size in bytes; None when there is no such object."""
+    import pyarrow.fs as pafs
+
+    filesystem, path = resolve(uri)
+    try:
+        info = filesystem.get_file_info(path)
+    except OSError as error:
+        raise StorageError(f"{uri}: cannot look it up ({error})") from error
+    return info.size if info.type == pafs.FileType.File else None
+
+
 def list_media(uri: str, extensions: frozenset[str], *, glob: str | None = None) -> list[tuple[str, Path]]:
     """Files to process under a URI, as ``jobs.discover.discover`` finds them on disk.
 

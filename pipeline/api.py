@@ -17,19 +17,20 @@ import threading
 from typing import Callable, Iterator, Sequence
 
 from jobs.cluster import connect
-from jobs.spec import JobSpec, ModelOptions, RunOptions
+from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
 from pipeline.batch import BatchJob, VideoOutcome, connect_for
 from pipeline.results import FaceBatch
 from pipeline.sources.live import LiveSourceOptions
 
 
-def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, glob: str | None = None,
+def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *, glob: str | None = None,
               force: bool = False, address: str | None = None, dashboard: bool = False,
               on_progress: Callable[[dict], None] | None = None, **options) -> list[VideoOutcome]:
     """Process files and folders into ``output`` as ``emoray run`` does; returns one outcome per input.
 
     Args:
-        inputs: video and image files, folders (searched recursively) or object-store URIs.
+        inputs: video and image files, folders (searched recursively) or object-store URIs; one of
+            them alone may be given as it is (a string is a path, never a list of characters).
         output: the output folder (or URI): Parquet, annotated videos, manifests.
         glob: only inputs whose relative path or name matches.
         force: redo videos that are already complete.
@@ -41,11 +42,16 @@ def run_batch(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
             ``fps=5``, ``annotate=False``, ``min_face=40``, ``det_size=None``, ``emotion_model="mini-xception"``.
 
     Raises:
-        TypeError: for an option ``emoray run`` does not have. ValueError: for a bad option value.
+        TypeError: for an option ``emoray run`` does not have. ValueError: for a bad option value or no
+            ``output`` (None is not a folder: it would have been written to ``./None/``).
         EmorayError: when the output cannot be written, another run holds it, or nothing is found.
     """
-    spec = JobSpec(inputs=tuple(str(path) for path in inputs), output=str(output), options=RunOptions(**options),
-                   glob=glob, force=force)
+    if isinstance(inputs, (str, bytes, os.PathLike)):  # one path, not a sequence of one-character paths
+        inputs = [os.fsdecode(inputs)]
+    if output is None or not str(output):
+        raise ValueError(f"output must be a folder or a URI, but got {output!r}")
+    spec = JobSpec(inputs=tuple(os.fsdecode(path) for path in inputs), output=os.fsdecode(output),
+                   options=RunOptions(**options), glob=glob, force=force)
     connect_for(spec.options, address, dashboard=dashboard)
     return BatchJob(spec, on_progress=on_progress).run()
 
@@ -66,6 +72,8 @@ def live(source: str | os.PathLike, *, realtime: bool = False, rtsp_transport: s
     from pipeline.sources.live import LiveReader
 
     model_options = ModelOptions(**options)
+    if duration is not None:
+        RANGES["duration"].check("duration", duration)
     if address:
         connect(address)
     reader = LiveReader(str(source), LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout,

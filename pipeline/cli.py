@@ -11,12 +11,13 @@ from pathlib import Path
 
 import click
 
-from jobs.spec import JobSpec, ModelOptions, RunOptions
+from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
 from models import registry
 from models.emotion import ARCHITECTURE_NAMES
 from models.errors import EmorayError
 from pipeline.cli_options import (
-    EXIT_FAILED, EXIT_OK, DetectorSize, address_option, build_options, dashboard_option, exits_on_error, model_options,
+    EXIT_FAILED, EXIT_OK, DetectorSize, FiniteFloatRange, address_option, build_options, dashboard_option, exits_on_error,
+    model_options, range_type,
 )
 
 
@@ -92,7 +93,7 @@ def models_fetch(names: tuple[str, ...], force: bool) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output directory (OUT).")
 @click.option("--glob", "glob_pattern", default=None, help="Only inputs whose relative path or name matches, e.g. '*.mp4'.")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Sample about this many frames per second (default: every frame).")
+@click.option("--fps", type=range_type(RANGES["fps"]), default=None, help="Sample about this many frames per second (default: every frame).")
 @model_options
 @click.option("--no-annotate", is_flag=True, help="Skip the annotated videos.")
 @click.option("--force", is_flag=True, help="Redo videos that are already complete.")
@@ -119,9 +120,10 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     import ray
     from rich.console import Console
 
+    from jobs.cluster import silence_worker_output
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable, connect_for
-    from pipeline.report import JobProgress, stop_line, summary_json, summary_table
+    from pipeline.report import JobProgress, failed_outcomes, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
     options = build_options(RunOptions, **model_options, fps=fps, annotate=not no_annotate)
@@ -130,6 +132,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     with output_lock(output), stop_on_signals() as signals:
         connect_for(options, address, dashboard=dashboard)
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
+        signals.request.call_when_set(silence_worker_output)  # a stopped run ends with one line
         job = BatchJob(spec, stop=signals.request)
         if placement := job.placement():
             click.echo(f"emoray: {placement}", err=True)
@@ -137,7 +140,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
             job.on_progress = progress.update
             outcomes = job.run()
         ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = failed_outcomes(outcomes)
     if signals.request.is_set():
         click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)
         sys.exit(signals.request.exit_code)
@@ -177,11 +180,11 @@ def _host_port(value: str | None) -> tuple[str, int] | None:
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Write Parquet parts under OUT.")
 @click.option("--jsonl", is_flag=True, help="Print one JSON object per processed frame on stdout.")
 @click.option("--serve", default=None, metavar="[HOST:]PORT", help="Serve a live preview page (host default 127.0.0.1).")
-@click.option("--roll-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Start a new Parquet part this often.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop after this many seconds (default: run until Ctrl-C).")
+@click.option("--roll-seconds", type=range_type(RANGES["roll_seconds"]), default=10.0, show_default=True, help="Start a new Parquet part this often.")
+@click.option("--duration", type=range_type(RANGES["duration"]), default=None, help="Stop after this many seconds (default: run until Ctrl-C).")
 @click.option("--realtime", is_flag=True, help="Play a file at its frame rate as if it were a camera (default: every frame, as fast as the models go).")
 @click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
-@click.option("--timeout", "socket_timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True, help="Seconds to wait for the source to connect or send.")
+@click.option("--timeout", "socket_timeout", type=range_type(RANGES["timeout"]), default=5.0, show_default=True, help="Seconds to wait for the source to connect or send.")
 @click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True, help="Failed reconnects in a row before giving up (backoff 0.5 s doubling to 8 s).")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
@@ -216,28 +219,28 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
     options = build_options(ModelOptions, **model_options)
     reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=socket_timeout,
                                        max_retries=max_retries, realtime=realtime)
-    held = contextlib.ExitStack()
-    if output is not None:
-        from jobs.lock import output_lock
-        from pipeline.batch import check_output_writable
+    with contextlib.ExitStack() as held:  # the output lock, until the session is over
+        if output is not None:
+            from jobs.lock import output_lock
+            from pipeline.batch import check_output_writable
 
-        check_output_writable(Path(output))
-        held.enter_context(output_lock(output))  # released when the process exits
-    if address:
-        from jobs.cluster import connect
+            check_output_writable(Path(output))
+            held.enter_context(output_lock(output))
+        if address:
+            from jobs.cluster import connect
 
-        connect(address)
-    try:
-        session, server = open_session(source, Path(output) if output else None, options, reader_options=reader_options,
-                                       jsonl=jsonl, serve=serve_address, roll_seconds=roll_seconds, use_ray=bool(address))
-    except OSError as error:  # e.g. the --serve port is taken
-        click.echo(f"emoray: cannot start live mode: {error}", err=True)
-        sys.exit(EXIT_FAILED)
-    if server is not None:
-        click.echo(f"preview: {server.url}", err=True)
-    with stop_on_signals() as signals:  # the first SIGINT or SIGTERM ends the session cleanly
-        session.reader.start()
-        stats = session.run(signals.request, duration)
+            connect(address)
+        try:
+            session, server = open_session(source, Path(output) if output else None, options, reader_options=reader_options,
+                                           jsonl=jsonl, serve=serve_address, roll_seconds=roll_seconds, use_ray=bool(address))
+        except OSError as error:  # e.g. the --serve port is taken
+            click.echo(f"emoray: cannot start live mode: {error}", err=True)
+            sys.exit(EXIT_FAILED)
+        if server is not None:
+            click.echo(f"preview: {server.url}", err=True)
+        with stop_on_signals() as signals:  # the first SIGINT or SIGTERM ends the session cleanly
+            session.reader.start()
+            stats = session.run(signals.request, duration)
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:
@@ -358,7 +361,7 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
 @main.command()
 @click.option("--resolutions", default="640x360,1280x720,1920x1080", show_default=True, callback=lambda c, p, v: _resolutions(v),
               help="Clip sizes to measure.")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Clip length.")
+@click.option("--seconds", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Clip length.")
 @click.option("--long-factor", type=click.IntRange(min=1), default=10, show_default=True,
               help="The memory check also runs a clip this many times longer.")
 @click.option("--det-size", type=DetectorSize(), default=640, show_default=True, help="Longer side of the detector input, or 'native'.")
@@ -368,7 +371,7 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
               help="Inference engine (auto: onnxruntime on CPUs, torch on GPUs).")
 @click.option("--quick", is_flag=True, help="A smoke run: one resolution, 2 s clips, long factor 3.")
 @click.option("--only", type=click.Choice(["batch", "live"]), default=None, help="Run one part (default: both).")
-@click.option("--live-seconds", type=click.FloatRange(min=1), default=60.0, show_default=True,
+@click.option("--live-seconds", type=FiniteFloatRange(min=1), default=60.0, show_default=True,
               help="Length of the live run at 640x360 that checks latency and memory do not grow.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @address_option
@@ -415,7 +418,7 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backe
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate (one-cycle: a warm-up over the first 15% of the steps, then down). "
                    "Default 0.05 from scratch, 0.002 with --init.")
 @click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True, help="Stop after this many epochs without a better val accuracy.")
@@ -424,12 +427,12 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backe
 @click.option("--use-gpu", is_flag=True, help="One GPU per worker, float16 mixed precision.")
 @click.option("--resume", is_flag=True, help="Continue from the last completed epoch of the same output.")
 @click.option("--init", "init_from", default=None, help="Start from this emotion model (name or path): fine-tuning.")
-@click.option("--freeze", type=click.FloatRange(0, 1), default=None,
+@click.option("--freeze", type=FiniteFloatRange(0, 1), default=None,
               help="Share of the layers, from the input on, left as the start learned them. Default 0.5 with "
                    "--init (small data refines the later layers), 0 from scratch.")
 @click.option("--force-write", is_flag=True,
               help="With --init: write the best fine-tuned epoch even when it is no better than the start.")
-@click.option("--ferplus-weight", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--ferplus-weight", type=FiniteFloatRange(0, 1), default=0.0, show_default=True,
               help="FER-2013 data: blend each training image's FER+ vote shares into its target by this weight "
                    "(its label keeps the rest).")
 @click.option("--votes", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -437,7 +440,7 @@ def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backe
 @click.option("--teacher", "teachers", multiple=True,
               help="Distillation: an emotion model (name or path) whose probabilities the new model learns; "
                    "repeat it for an ensemble of teachers, averaged.")
-@click.option("--teacher-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--teacher-weight", type=FiniteFloatRange(0, 1), default=0.5, show_default=True,
               help="With --teacher: the share of each image's target taken from the teachers.")
 @click.option("--widths", default=None, metavar="W1,W2,...",
               help="Channels of each stage of --arch (vgg_face48: 32,64,128,256; mini_xception: 16,32,64,128): "

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from typing import Callable
 
 import click
 
-from jobs.spec import ModelOptions
+from jobs.spec import RANGES, ModelOptions, OptionError, Range
 from models import registry
 from models.errors import EmorayError
 
@@ -47,20 +48,41 @@ def dashboard_option(function: Callable) -> Callable:
     )(function)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click's ``FloatRange`` without NaN and infinities, which it lets through (every comparison with
+    NaN is false): the type of every float option, so that ``--help`` still shows the range."""
+
+    def convert(self, value, parameter, context) -> float:
+        number = super().convert(value, parameter, context)
+        if number is not None and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number in the range {self._describe_range()}.", parameter, context)
+        return number
+
+
+def range_type(values: Range) -> click.ParamType:
+    """The click type of an option whose values are ``values`` (one of ``jobs.spec.RANGES``)."""
+    if values.integer:
+        return click.IntRange(int(values.low), int(values.high))
+    return FiniteFloatRange(values.low, values.high, min_open=values.low_open)
+
+
 class DetectorSize(click.ParamType):
-    """``--det-size``: pixels (at least 32), or ``native`` for the frame's own size (None)."""
+    """``--det-size``: pixels (32 to 8192), or ``native`` for the frame's own size (None)."""
 
     name = "PIXELS|native"
 
     def convert(self, value, parameter, context) -> int | None:
-        if value is None or isinstance(value, int):
+        if value is None or isinstance(value, int) and RANGES["det_size"].contains(value):
             return value
-        if str(value).lower() in ("native", "none", "0"):
+        if str(value).lower() in ("native", "none"):
             return None
         try:
-            return int(value)
+            pixels = int(value)
         except ValueError:
-            self.fail(f"expected a number of pixels or 'native', but got {value!r}", parameter, context)
+            pixels = None
+        if pixels is None or not RANGES["det_size"].contains(pixels):
+            self.fail(f"expected {RANGES['det_size'].describe()} or 'native', but got {value!r}", parameter, context)
+        return pixels
 
 
 def model_options(function: Callable) -> Callable:
@@ -71,21 +93,21 @@ def model_options(function: Callable) -> Callable:
                      help="Detector weights: a name, a checkpoint path or a URL."),
         click.option("--emotion-model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True,
                      help="Emotion weights: a name or a checkpoint path."),
-        click.option("--min-face", type=click.FloatRange(min=0), default=0.0, show_default=True,
+        click.option("--min-face", type=range_type(RANGES["min_face"]), default=0.0, show_default=True,
                      help="Ignore faces smaller than this many pixels (shorter side)."),
         click.option("--det-size", type=DetectorSize(), default=640, show_default=True,
-                     help="Longer side of the detector input in pixels, or 'native'."),
-        click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+                     help="Longer side of the detector input in pixels (32-8192), or 'native'."),
+        click.option("--score-threshold", type=range_type(RANGES["score_threshold"]), default=0.6, show_default=True,
                      help="Minimum face score."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+        click.option("--batch-size", type=range_type(RANGES["batch_size"]), default=8, show_default=True,
                      help="Frames per detector call."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="Where the models run."),
         click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
                      help="Inference engine: onnxruntime on CPUs and torch on GPUs with auto."),
-        click.option("--smoothing-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        click.option("--smoothing-seconds", type=range_type(RANGES["smoothing_seconds"]), default=1.0, show_default=True,
                      help="Time constant of each track's moving average of emotions (0: none)."),
-        click.option("--min-episode", "min_episode_seconds", type=click.FloatRange(min=0), default=0.5,
+        click.option("--min-episode", "min_episode_seconds", type=range_type(RANGES["min_episode_seconds"]), default=0.5,
                      show_default=True, help="Shortest stretch of one smoothed emotion that counts as an episode, seconds."),
     ]
 
@@ -99,9 +121,17 @@ def model_options(function: Callable) -> Callable:
     return wrapper
 
 
+def option_flag(name: str) -> str:
+    """The command-line option of a ``RunOptions`` field: ``--min-face`` for ``min_face``."""
+    return {"min_episode_seconds": "--min-episode"}.get(name, "--" + name.replace("_", "-"))
+
+
 def build_options(cls: type[ModelOptions], **values) -> ModelOptions:
-    """``ModelOptions`` or ``RunOptions`` from command-line values; a bad combination is a usage error (exit 2)."""
+    """``ModelOptions`` or ``RunOptions`` from command-line values; a refused value is a usage error
+    (exit 2) naming its option."""
     try:
         return cls(**values)
+    except OptionError as error:
+        raise click.BadParameter(str(error), param_hint=option_flag(error.name)) from error
     except ValueError as error:
         raise click.BadParameter(str(error)) from error

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from jobs import storage
 from jobs.files import move_into_place
 from models.errors import EmorayError
+from pipeline import html_text
 from pipeline.outputs import PublishedOutputs
 from pipeline.smoothing import smooth_tracks
 
@@ -60,7 +61,7 @@ def _emotion_bar(counts: dict[str, float]) -> str:
     """A horizontal bar of each emotion's share (HTML only)."""
     total = sum(counts.values()) or 1.0
     parts = "".join(f'<span style="width:{100 * value / total:.2f}%;background:{COLORS.get(label, "#ccc")}" '
-                    f'title="{html.escape(label)} {100 * value / total:.0f}%"></span>' for label, value in counts.items() if value)
+                    f'title="{html_text.isolated(label)} {100 * value / total:.0f}%"></span>' for label, value in counts.items() if value)
     return f'<div class="bar">{parts}</div>'
 
 
@@ -140,14 +141,14 @@ def _video_section(outputs: PublishedOutputs, manifest: dict, destination: str, 
         frames_per_track = tracks.column("frames").to_numpy()
         for label in labels:
             share[label] = float((tracks.column(f"share_{label}").to_numpy() * frames_per_track).sum())
-    row = (f'<tr><td><a href="#v-{e(video_id)}">{e(name)}</a></td><td>{e(status or "")}</td>'
+    row = (f'<tr><td><a href="#v-{e(video_id)}">{html_text.text(name)}</a></td><td>{e(status or "")}</td>'
            f'<td>{counts.get("frames", 0)}</td><td>{counts.get("faces", 0)}</td><td>{n_tracks}</td>'
-           f'<td>{e(manifest.get("dominant_emotion") or "-")}</td><td>{_emotion_bar(share)}</td></tr>')
-    body = [f'<details id="v-{e(video_id)}"{" open" if unfolded else ""}><summary><b>{e(name)}</b> · {e(status or "")} · '
+           f'<td>{html_text.text(manifest.get("dominant_emotion") or "-")}</td><td>{_emotion_bar(share)}</td></tr>')
+    body = [f'<details id="v-{e(video_id)}"{" open" if unfolded else ""}><summary><b>{html_text.text(name)}</b> · {e(status or "")} · '
             f'{counts.get("frames", 0)} frames · {counts.get("faces", 0)} faces · {_plural(n_tracks, "track")} · '
-            f'mostly {e(manifest.get("dominant_emotion") or "-")}</summary>', f'<p class="path">{e(path)}</p>']
+            f'mostly {html_text.text(manifest.get("dominant_emotion") or "-")}</summary>', f'<p class="path">{html_text.text(path)}</p>']
     if manifest.get("error"):
-        body.append(f'<p class="error">{e(manifest["error"])}</p>')
+        body.append(f'<p class="error">{html_text.text(manifest["error"])}</p>')
     annotated = (manifest.get("outputs") or {}).get("annotated")
     if annotated and outputs.exists(annotated):
         local = not storage.is_uri(annotated) and not storage.is_uri(destination)
@@ -163,14 +164,14 @@ def _video_section(outputs: PublishedOutputs, manifest: dict, destination: str, 
             thumb = _thumbnail(path, pts, (track["best_x1"], track["best_y1"], track["best_x2"], track["best_y2"]), rotation)
             image = f'<img src="{thumb}" alt="track {track["track_id"]}">' if thumb else '<div class="noimg">no picture</div>'
             cards.append(f'<figure class="card">{image}<figcaption>#{track["track_id"]} · '
-                         f'{e(track["dominant_emotion"])}<br>{track["start_time"]:.1f}–{track["end_time"]:.1f} s</figcaption></figure>')
+                         f'{html_text.text(track["dominant_emotion"])}<br>{track["start_time"]:.1f}–{track["end_time"]:.1f} s</figcaption></figure>')
         body.append(f'<div class="cards">{"".join(cards)}</div>')
         chart = _timeline(faces, [t["track_id"] for t in longest.to_pylist()], labels, tau, episodes)
         body.append(f'<img class="timeline" src="{chart}" alt="emotions over time per track">')
     if episodes is not None and episodes.num_rows:
         top = episodes.sort_by([("duration_s", "descending")]).slice(0, MAX_EPISODES).to_pylist()
         lines = "".join(f'<tr><td>#{ep["track_id"]}</td><td><span class="dot" style="background:{COLORS.get(ep["emotion"], "#ccc")}">'
-                        f'</span>{e(ep["emotion"])}</td><td>{ep["start_time"]:.1f}</td><td>{ep["end_time"]:.1f}</td>'
+                        f'</span>{html_text.text(ep["emotion"])}</td><td>{ep["start_time"]:.1f}</td><td>{ep["end_time"]:.1f}</td>'
                         f'<td>{ep["duration_s"]:.1f}</td><td>{ep["peak_score"]:.2f}</td></tr>' for ep in top)
         body.append('<table class="episodes"><tr><th>track</th><th>emotion</th><th>from s</th><th>to s</th>'
                     f'<th>seconds</th><th>peak</th></tr>{lines}</table>')
@@ -180,6 +181,7 @@ def _video_section(outputs: PublishedOutputs, manifest: dict, destination: str, 
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
+bdi { overflow-wrap: anywhere; } .index td:first-child { min-width: 12rem; }
 h1 { margin-bottom: .2rem; } .overview { color: #555; }
 table { border-collapse: collapse; } td, th { padding: .2rem .6rem; text-align: left; border-bottom: 1px solid #eee; }
 .bar { display: flex; width: 160px; height: 12px; background: #eee; } .bar span { display: block; height: 100%; }
@@ -211,10 +213,10 @@ def write_report(out: str | os.PathLike, destination: str | os.PathLike | None =
     faces = sum((m.get("counts") or {}).get("faces", 0) for m in complete)
     legend = "".join(f'<span><span class="dot" style="background:{color}"></span>{label}</span>' for label, color in COLORS.items())
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>emoray report: {html.escape(str(out))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>emoray report: {html_text.isolated(out)}</title>
 <style>{STYLE}</style></head>
 <body><h1>emoray report</h1>
-<p class="overview">{html.escape(str(out))} · {_plural(len(manifests), "video")} ({len(complete)} complete, {failed} failed) ·
+<p class="overview">{html_text.text(out)} · {_plural(len(manifests), "video")} ({len(complete)} complete, {failed} failed) ·
 {frames} frames · {faces} faces</p>
 <p class="legend">{legend}</p>
 <table class="index"><tr><th>video</th><th>status</th><th>frames</th><th>faces</th><th>tracks</th><th>mostly</th>

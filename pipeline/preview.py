@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
+from pipeline import html_text
 from pipeline.annotate import draw_faces
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,12 @@ PAGE = """<!doctype html>
  main {{ display: flex; gap: 1rem; align-items: flex-start; flex-wrap: wrap; }}
  img {{ max-width: 100%; background: #000; }}
  li {{ list-style: none; margin: .2rem 0; font-size: 1.2rem; }}
- #status {{ color: #999; }}
+ #status {{ color: #999; }} bdi {{ overflow-wrap: anywhere; }}
 </style></head>
-<body><h1>emoray live</h1><p id="status">{title}</p>
+<body><h1>emoray live</h1><p id="status">{source}<span id="state"></span></p>
 <main><img id="picture" src="/stream.mjpg" alt="live annotated picture">
 <section><h2>Faces</h2><ul id="faces">{faces}</ul></section></main>
-<script id="emoray-data" type="application/json">{data}</script>
 <script>
-const data = JSON.parse(document.getElementById("emoray-data").textContent);
 const picture = document.getElementById("picture");
 picture.addEventListener("load", () => {{
   picture.dataset.size = picture.naturalWidth + "x" + picture.naturalHeight;
@@ -59,9 +58,9 @@ async function refresh() {{
       item.textContent = "#" + face.track_id + " " + emotion + " " + score.toFixed(2) + " (now " + face.emotion + ")";
       return item;
     }}));
-    document.getElementById("status").textContent =
-      data.title + " · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
-  }} catch (error) {{ document.getElementById("status").textContent = "disconnected"; }}
+    document.getElementById("state").textContent =
+      " · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
+  }} catch (error) {{ document.getElementById("state").textContent = " · disconnected"; }}
 }}
 setInterval(refresh, 300);
 refresh();
@@ -125,7 +124,7 @@ class PreviewServer:
         items = "".join(f'<li class="face">#{_escape(face["track_id"])} {_escape(face.get("smoothed_emotion", face["emotion"]))} '
                         f'{_escape(format(face.get("smoothed_score", face["emotion_score"]), ".2f"))} '
                         f'(now {_escape(face["emotion"])})</li>' for face in self._state()["faces"])
-        return PAGE.format(title=_escape(self._title), faces=items, data=script_json({"title": self._title})).encode()
+        return PAGE.format(title=html_text.isolated(self._title), source=html_text.text(self._title), faces=items).encode()
 
     def _state(self) -> dict:
         with self._condition:
@@ -200,15 +199,6 @@ class PreviewServer:
 
 def _escape(value: object) -> str:
     return html.escape(str(value), quote=True)
-
-
-def script_json(value: object) -> str:
-    """``value`` as JSON safe inside ``<script type="application/json">``.
-
-    ``<``, ``>`` and ``&`` become ``\\u003c`` etc. (the same string to JSON.parse), so no value can
-    close the script element (``</script>``) or open a comment in it.
-    """
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")

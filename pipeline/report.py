@@ -26,11 +26,13 @@ class JobProgress:
         self._started = time.monotonic()
 
     def __enter__(self) -> "JobProgress":
-        self._progress.start()
+        if self._progress.console.is_terminal:  # elsewhere rich would still end with an empty line
+            self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._progress.live.is_started:
+            self._progress.stop()
 
     def update(self, state: dict) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-6)
@@ -49,8 +51,14 @@ def summary_table(outcomes: list[VideoOutcome]) -> Table:
     return table
 
 
+def failed_outcomes(outcomes: list[VideoOutcome]) -> list[VideoOutcome]:
+    """What fails a run (exit 1): failed videos, and complete ones with an error (their rows are kept,
+    their annotated video could not be made)."""
+    return [o for o in outcomes if o.status == "failed" or (o.status == "complete" and o.error)]
+
+
 def summary_json(outcomes: list[VideoOutcome], out: str) -> dict:
-    return {"output": out, "failed": sum(o.status == "failed" for o in outcomes), "videos": [asdict(o) for o in outcomes]}
+    return {"output": out, "failed": len(failed_outcomes(outcomes)), "videos": [asdict(o) for o in outcomes]}
 
 
 def stop_line(outcomes: list[VideoOutcome], signal_name: str | None, out: str) -> str:

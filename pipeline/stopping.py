@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -22,11 +22,20 @@ class StopRequest:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signal_number: int | None = None
+        self._callbacks: list[Callable[[], None]] = []
+
+    def call_when_set(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, when the request is first set, in the thread that sets it (a signal
+        handler: keep it short)."""
+        self._callbacks.append(callback)
 
     def set(self, signal_number: int | None = None) -> None:
-        if not self._event.is_set():
+        first = not self._event.is_set()
+        if first:
             self.signal_number = signal_number
         self._event.set()
+        for callback in self._callbacks if first else ():
+            callback()
 
     def is_set(self) -> bool:
         return self._event.is_set()

@@ -19,6 +19,7 @@ from typing import Callable
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from jobs.files import fitting_name
 from jobs.manifest import FAILED
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
@@ -54,19 +55,22 @@ class Video:
     step: ray.ObjectRef | None = None  # finish, annotate or publish under way
     step_name: str = ""
     attempts: int = 1
+    redone_because: str | None = None  # why an earlier run's results are not kept (damaged, failed, ...)
 
     @property
     def segments_in_flight(self) -> int:
         return len(self.decoding) + sum(kind == "take" for kind, _ in self.taking)
 
 
-def annotated_names(videos: list[Video]) -> list[Path]:
+def annotated_names(videos: list[Video], limit: int) -> list[Path]:
     """Each video's annotated name (under OUT/annotated/): its relative path as .mp4, with the content id
-    added where two inputs of the job would share one (a.mov and a.mp4, or cam.mp4 from two folders)."""
+    added where two inputs of the job would share one (a.mov and a.mp4, or cam.mp4 from two folders),
+    cut to fit ``limit`` bytes with its temporary name (``jobs.files.fitting_name``)."""
     names = [video.relative.with_suffix(".mp4") for video in videos]
     taken = Counter(names)
-    return [name if taken[name] == 1 else name.with_name(f"{name.stem}.{video.video_id[:8]}.mp4")
-            for video, name in zip(videos, names)]
+    names = [name if taken[name] == 1 else name.with_name(f"{name.stem}.{video.video_id[:8]}.mp4")
+             for video, name in zip(videos, names)]
+    return [name.with_name(fitting_name(name.name, video.video_id[:8], limit=limit)) for video, name in zip(videos, names)]
 
 
 class VideoFlow:
@@ -138,7 +142,8 @@ class VideoFlow:
             self._fail(video, error)
             return False
         video.task = VideoTask(str(video.path), str(video.relative), video.video_id, str(video.annotated),
-                               replace(info, path=str(video.path)))  # a URI's, not the node's copy
+                               replace(info, path=str(video.path)),  # a URI's, not the node's copy
+                               video.redone_because)
         video.plan = list(segments)
         video.host = min(self.hosts, key=lambda host: self._host_load[host])
         self._host_load[video.host] += 1
@@ -178,8 +183,10 @@ class VideoFlow:
         try:
             result = ray.get(ref)
         except (EmorayError, ray.exceptions.RayError) as error:
-            if name == "annotate" and not isinstance(error, LOST):
-                error = EmorayError(f"annotated video: {_message(error, video.path)}")
+            if name == "annotate" and not isinstance(error, LOST):  # the rows are kept: only the drawing failed
+                failure = f"annotated video: {_message(error, video.path)}"
+                video.step, video.step_name = video.host.publish.remote(video.video_id, failure), "publish"
+                return None
             return self._fail(video, error)
         if name == "finish" and result is not None:  # annotate where the unit staged the faces file
             where = NodeAffinitySchedulingStrategy(result["node_id"], soft=False)
@@ -212,6 +219,7 @@ class VideoFlow:
                 video.video_id, {"video_id": video.video_id, "path": str(video.path), "status": FAILED,
                                  "error": message, "fingerprint": self.context.fingerprint,
                                  "models": self.context.model_ids, "outputs": {},
+                                 "redone_because": video.redone_because,
                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})):
             try:
                 record()

@@ -16,23 +16,27 @@ from pathlib import Path
 from jobs import storage
 from jobs.manifest import manifest_path, read_manifest, write_json_atomic
 from pipeline.errors import OutputError
-from pipeline.sinks.parquet import PART_NAME, TABLES, partition_dir, remove_published
+from pipeline.sinks.parquet import PART_NAME, STAGING, TABLES, partition_dir, remove_published
 
 
 def check_output_writable(out: str | Path) -> None:
-    """Fail before any work when OUT (a folder, or an object-store URI) cannot be created or written."""
+    """Fail before any work when OUT (a folder, or an object-store URI) cannot be created or written, nor
+    the hidden ``OUT/.staging`` where a run writes its files first, when it is there already."""
     if storage.is_uri(out):
         try:
             return storage.check_writable(str(out))
         except storage.StorageError as error:
             raise OutputError(str(error)) from error
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise OutputError(f"{out}: output directory is not writable ({error.strerror or error})") from error
+    for folder in (out, out / STAGING):
+        if folder != out and not os.path.lexists(folder):
+            continue  # made by the run, in OUT
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as error:
+            raise OutputError(f"{folder}: output directory is not writable ({error.strerror or error})") from error
 
 
 class JobOutput:

@@ -24,8 +24,9 @@ import ray
 from jobs.cluster import connect
 from jobs.storage import is_uri
 from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
+from jobs.files import name_max
 from jobs.lock import output_lock
-from jobs.manifest import FAILED, is_complete
+from jobs.manifest import FAILED, redo_reason
 from jobs.spec import JobSpec, RunOptions
 from pipeline.batch.flow import INTERRUPTED, SKIPPED, Video, VideoFlow, annotated_names
 from pipeline.batch.output import JobOutput, check_output_writable
@@ -159,17 +160,19 @@ class BatchJob:
                 continue
             seen[identity] = path
             candidates.append(Video(path, Path(relative), identity))
-        for video, name in zip(candidates, annotated_names(candidates)):
+        for video, name in zip(candidates, annotated_names(candidates, name_max(self.output.root))):
             video.annotated = name
         return candidates
 
     def _not_complete(self, candidates: list[Video]) -> deque:
-        """Videos to process: not already complete with these models and options (unless --force)."""
+        """Videos to process: not already complete with these models and options, and intact (unless --force)."""
         todo = deque()
         for video in candidates:
             manifest = self.output.read_manifest(video.video_id)
-            if not self.spec.force and is_complete(manifest, self.fingerprint, annotate=self.options.annotate,
-                                                   exists=self.output.exists):
+            reason = "--force" if self.spec.force else redo_reason(manifest, self.fingerprint,
+                                                                     annotate=self.options.annotate)
+            video.redone_because = reason if manifest else None
+            if reason is None:
                 counts = manifest.get("counts", {})
                 self.outcomes.append(VideoOutcome(str(video.path), video.video_id, SKIPPED, counts.get("frames", 0),
                                                   counts.get("faces", 0), manifest.get("dominant_emotion"),

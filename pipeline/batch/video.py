@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 
 from jobs import storage
-from jobs.manifest import COMPLETE
+from jobs.manifest import COMPLETE, file_records
 from jobs.spec import RunOptions
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
@@ -65,13 +65,15 @@ class JobContext:
 
 @dataclass(frozen=True)
 class VideoTask:
-    """A video to process: where it is, its id, its annotated video's name under OUT/annotated/, its probe."""
+    """A video to process: where it is, its id, its annotated video's name under OUT/annotated/, its probe,
+    and why an earlier run's results of it are not kept (None: no earlier run finished it)."""
 
     path: str
     relative: str
     video_id: str
     annotated: str
     info: VideoInfo
+    redone_because: str | None = None
 
 
 def processed_fps(info: VideoInfo, sample_fps: float | None) -> float:
@@ -127,24 +129,26 @@ class VideoUnit:
             return None
         return {"faces": str(self.sink.staged[FACES]), "destination": self.output.final(self._annotated_path())}
 
-    def publish(self) -> VideoOutcome:
-        """Move the parts into place, then write the manifest: the video is complete."""
+    def publish(self, error: str | None = None) -> VideoOutcome:
+        """Move the parts into place, then write the manifest: the video is complete (``error``: its
+        annotated video could not be made; its rows are kept, and a rerun makes it again)."""
         task, sink = self.task, self.sink
         outputs = self.output.publish(sink.publish())
         annotated = self.output.final(self._annotated_path())
-        if self.context.options.annotate and self.output.exists(annotated):
+        if self.context.options.annotate and error is None and self.output.exists(annotated):
             outputs["annotated"] = annotated
         seconds = time.monotonic() - self.started
         outcome = VideoOutcome(task.path, task.video_id, COMPLETE, sink.frames_written, sink.faces_written,
-                               sink.dominant_emotion, None, seconds)
+                               sink.dominant_emotion, error, seconds)
         self.output.write_manifest(task.video_id, {
             "video_id": task.video_id, "path": task.path, "relative_path": task.relative,
-            "status": COMPLETE, "error": None, "fingerprint": self.context.fingerprint,
+            "status": COMPLETE, "error": error, "fingerprint": self.context.fingerprint,
             "models": self.context.model_ids, "labels": list(self.context.labels),
             "options": self.context.options.to_dict(), "probe": asdict(task.info),
             "counts": {"frames": sink.frames_written, "faces": sink.faces_written, "shots": len(self.shots.cut_frames) + 1},
             "shot_cuts": [round(time, 6) for time in self.shots.cut_times],  # when each new shot starts, seconds
-            "dominant_emotion": sink.dominant_emotion, "outputs": outputs,
+            "dominant_emotion": sink.dominant_emotion, "outputs": outputs, "files": file_records(outputs),
+            "redone_because": task.redone_because,
             "timings": {"seconds": round(seconds, 3),
                         "fps": round(sink.frames_written / seconds, 2) if seconds else None},
             "unit_node": ray.get_runtime_context().get_node_id(),  # the Ray node that finished the video
@@ -190,8 +194,8 @@ class UnitHost:
         annotation = self._unit(video_id).finish()
         return None if annotation is None else annotation | {"node_id": ray.get_runtime_context().get_node_id()}
 
-    def publish(self, video_id: str) -> VideoOutcome:
-        return self.units.pop(video_id).publish()
+    def publish(self, video_id: str, error: str | None = None) -> VideoOutcome:
+        return self.units.pop(video_id).publish(error)
 
     def abort(self, video_id: str) -> None:
         unit = self.units.pop(video_id, None)

@@ -1,17 +1,22 @@
 """Live results as Parquet parts rolled every N seconds, in the batch layout plus capture time and latency.
 
-``OUT/faces/video_id=<stream id>/part-<UTC start>-<n>.parquet`` and the same under ``frames/``: the
-batch schema (so ``emoray query``, DuckDB and pandas read live and batch output alike) with two more
-columns, ``capture_time`` (UTC timestamp) and ``latency_ms`` (capture to result). Each part is
-written under a temporary name and renamed, so a crash loses at most the part being filled. With each
-part, this session's ``tracks`` and ``episodes`` (``OUT/tracks/video_id=<stream id>/session-<UTC
-start>.parquet``) are written again from running per-track totals, so they stay current as parts roll at a
-cost that does not grow with the session's length.
+``OUT/faces/video_id=<stream id>/part-<session id>-<n>.parquet`` and the same under ``frames/``: the
+batch schema (so ``emoray query``, DuckDB and pandas read live and batch output alike) with three more
+columns, ``capture_time`` (UTC timestamp), ``latency_ms`` (capture to result) and ``session_id``. Each
+part is written under a temporary name and renamed, so a crash loses at most the part being filled.
+With each part, this session's ``tracks`` and ``episodes`` (``OUT/tracks/video_id=<stream id>/session-
+<session id>.parquet``, with ``session_id`` too) are written again from running per-track totals, so they
+stay current as parts roll at a cost that does not grow with the session's length.
+
+A source keeps its ``video_id`` from session to session, while frame indexes and track ids start again
+from 0 in each: rows of one session are ``(video_id, session_id)``, a track is ``(video_id, session_id,
+track_id)``. The session id is the UTC start time and a random suffix (``20250301T101500Z-3f9a1c``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,13 +32,19 @@ from pipeline.sinks.parquet import (
     EPISODES, FACES, FRAMES, TRACKS, encode_metadata, faces_schema, frames_schema, partition_dir, result_columns,
 )
 
-CAPTURE_TIME, LATENCY_MS = "capture_time", "latency_ms"
-_LIVE_FIELDS = [pa.field(CAPTURE_TIME, pa.timestamp("us", tz="UTC")), pa.field(LATENCY_MS, pa.float32())]
+CAPTURE_TIME, LATENCY_MS, SESSION_ID = "capture_time", "latency_ms", "session_id"
+_LIVE_FIELDS = [pa.field(CAPTURE_TIME, pa.timestamp("us", tz="UTC")), pa.field(LATENCY_MS, pa.float32()),
+                pa.field(SESSION_ID, pa.string())]
 
 
 def stream_id(name: str) -> str:
     """A stable id for a live source (20 hex digits, like a video id), from its redacted URL."""
     return hashlib.blake2b(name.encode(), digest_size=10).hexdigest()
+
+
+def new_session_id() -> str:
+    """Unique to one live session: its UTC start and 24 random bits (two sessions may start in one second)."""
+    return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
 class RollingPartsWriter:
@@ -52,13 +63,12 @@ class RollingPartsWriter:
                          FRAMES: _with_live_fields(frames_schema(encoded))}
         self.timeline = TimelineTotals(self.labels, min_episode_seconds)
         self._metadata = encoded
-        self._session = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        self.session_id = new_session_id()
         self._dirs = {table: partition_dir(Path(out), table, self.video_id) for table in (FACES, FRAMES, TRACKS, EPISODES)}
         for directory in self._dirs.values():
             directory.mkdir(parents=True, exist_ok=True)
         self._buffer: list[FaceBatch] = []
         self._part_started = time.monotonic()
-        self._part_wall = time.time()
         self.parts_written = 0
         self.paths: list[str] = []
 
@@ -70,21 +80,20 @@ class RollingPartsWriter:
     def flush(self) -> None:
         """Write the buffered frames as one part (nothing when the buffer is empty)."""
         buffered, self._buffer = self._buffer, []
-        started_wall, self._part_started, self._part_wall = self._part_wall, time.monotonic(), time.time()
+        self._part_started = time.monotonic()
         if not buffered:
             return
         batch = FaceBatch.concatenate(buffered, len(self.labels))
         capture, latency = batch.capture_time, batch.latency_ms.astype(np.float32)
         faces, frames = result_columns(batch, self.labels, self.source_name)
         per_face = batch.faces_per_frame()
-        stamp = datetime.fromtimestamp(started_wall, timezone.utc).strftime("%Y%m%dT%H%M%S")
-        name = f"part-{stamp}-{self.parts_written:06d}.parquet"
+        name = f"part-{self.session_id}-{self.parts_written:06d}.parquet"
         for table, columns, capture_times, latencies in (
             (FACES, faces, np.repeat(capture, per_face), np.repeat(latency, per_face)),
             (FRAMES, frames, capture, latency),
         ):
             columns = columns | {CAPTURE_TIME: pa.array((capture_times * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
-                                 LATENCY_MS: latencies}
+                                 LATENCY_MS: latencies, SESSION_ID: pa.array([self.session_id] * len(latencies), pa.string())}
             target = self._dirs[table] / name
             temporary = target.with_name(f".{name}.tmp")
             pq.write_table(pa.table(columns, schema=self._schemas[table]), temporary)
@@ -97,8 +106,9 @@ class RollingPartsWriter:
     def _write_timeline(self) -> None:
         """This session's ``tracks`` and ``episodes`` so far (one file each, replaced), from running totals."""
         for table, rows in self.timeline.tables().items():
-            target = self._dirs[table] / f"session-{self._session}.parquet"
+            target = self._dirs[table] / f"session-{self.session_id}.parquet"
             temporary = target.with_name(f".{target.name}.tmp")
+            rows = rows.append_column(SESSION_ID, pa.array([self.session_id] * rows.num_rows, pa.string()))
             pq.write_table(rows.replace_schema_metadata(self._metadata), temporary)
             move_into_place(temporary, target)
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from jobs.files import move_into_place
+from jobs.files import move_into_place, temporary_prefix
 from pipeline.annotate import draw_faces
 from pipeline.errors import OutputError, VideoError
 from pipeline.sinks.parquet import BOX_COLUMNS, FRAME_INDEX, TRACK_ID, probability_column
@@ -62,7 +62,7 @@ def write_annotated_video(
     info = probe(source)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+        handle, name = tempfile.mkstemp(prefix=temporary_prefix(destination.name), suffix=".part", dir=destination.parent)
         os.close(handle)
     except OSError as error:
         raise OutputError(f"{destination.parent}: cannot write the annotated video there ({error})") from error

@@ -13,7 +13,7 @@ import pytest
 
 from jobs import storage
 from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
-from jobs.manifest import is_complete
+from jobs.manifest import file_records, redo_reason
 from pipeline.errors import VideoError
 from tests.conftest import shared
 
@@ -117,12 +117,16 @@ def test_the_store_uploads_whole_files_and_reads_manifests(tmp_path):
 
 
 def test_manifest_outputs_are_checked_where_they_are(tmp_path):
-    (tmp_path / "f").write_text("")
-    manifest = {"status": "complete", "fingerprint": "x",
-                "outputs": {table: f"file://{tmp_path}/f" for table in ("faces", "frames", "tracks", "episodes")}}
-    assert is_complete(manifest, "x", annotate=False, exists=storage.exists)
+    (tmp_path / "f").write_text("rows")
+    outputs = {table: f"file://{tmp_path}/f" for table in ("faces", "frames", "tracks", "episodes")}
+    manifest = {"status": "complete", "fingerprint": "x", "outputs": outputs, "files": file_records(outputs)}
+    assert manifest["files"]["faces"] == {"bytes": 4, "sha256": None}  # an object's size, from its listing
+    assert redo_reason(manifest, "x", annotate=False) is None
+    (tmp_path / "f").write_text("rows, fewer")
+    assert redo_reason(manifest, "x", annotate=False) == f"damaged: file://{tmp_path}/f is 11 bytes, 4 when it was published"
+    (tmp_path / "f").write_text("rows")
     manifest["outputs"]["frames"] = f"file://{tmp_path}/gone"
-    assert not is_complete(manifest, "x", annotate=False, exists=storage.exists)
+    assert redo_reason(manifest, "x", annotate=False) == f"damaged: file://{tmp_path}/gone is missing"
 
 
 @pytest.mark.parametrize("uri, expectation", [
