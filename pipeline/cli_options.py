@@ -9,13 +9,13 @@ from typing import Callable
 
 import click
 
-from jobs.spec import RANGES, ModelOptions, OptionError, Range
+from jobs.spec import PERSONS_MODES, RANGES, ModelOptions, OptionError, Range
 from models import registry
 from models.errors import EmorayError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 MODEL_OPTION_NAMES = ("detector", "emotion_model", "det_size", "min_face", "score_threshold", "batch_size", "device",
-                      "backend", "smoothing_seconds", "min_episode_seconds")
+                      "backend", "smoothing_seconds", "min_episode_seconds", "persons", "keep_embeddings")
 
 
 def exits_on_error(function: Callable) -> Callable:
@@ -107,6 +107,11 @@ def model_options(function: Callable) -> Callable:
                      help="Inference engine: onnxruntime on CPUs and torch on GPUs with auto."),
         click.option("--smoothing-seconds", type=range_type(RANGES["smoothing_seconds"]), default=1.0, show_default=True,
                      help="Time constant of each track's moving average of emotions (0: none)."),
+        click.option("--persons", type=click.Choice(PERSONS_MODES), default="video", show_default=True,
+                     help="Join tracks into persons by face appearance: per video (live: per session), also "
+                          "across the job's videos, or off (tracks only)."),
+        click.option("--keep-embeddings", is_flag=True,
+                     help="Also write each person's mean face embedding (biometric data) to the persons table."),
         click.option("--min-episode", "min_episode_seconds", type=range_type(RANGES["min_episode_seconds"]), default=0.5,
                      show_default=True, help="Shortest stretch of one smoothed emotion that counts as an episode, seconds."),
     ]

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from jobs import storage
 
@@ -64,6 +65,19 @@ class PublishedOutputs:
         if not parts:
             return None
         return ds.dataset(parts, filesystem=self.filesystem, format="parquet").to_table(columns=columns)
+
+    def job_table(self, name: str) -> pa.Table | None:
+        """A table of the whole job (``OUT/<name>/part-0.parquet``, e.g. ``job_persons``), or None."""
+        path = f"{self.root}/{name}/part-0.parquet"
+        try:
+            with self.filesystem.open_input_file(path) as handle:
+                return pq.read_table(handle)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if self.filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+                return None
+            raise storage.StorageError(f"{self.out}: cannot read {name}/ ({error})") from error
 
     def exists(self, location: str) -> bool:
         """Whether a file a manifest names (a path, or a URI in the store) is there."""

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.persons.follow import LivePersons, VideoPersons
+from pipeline.persons.follow import LivePersons, PersonLabels, VideoPersons
 from pipeline.results import FaceBatch
 from pipeline.smoothing import CausalSmoother, TwoPassSmoother
 from pipeline.track import FaceTracker
@@ -48,6 +48,7 @@ class FacePath:
         self.tracker = FaceTracker(frame_rate=frame_rate)
         self._causal = CausalSmoother(smoothing_seconds) if causal else None
         self._two_pass = None if causal else TwoPassSmoother(smoothing_seconds, num_labels)
+        self.person_labels: PersonLabels | None = None  # a video's persons, once closed
 
     def write(self, batch: FaceBatch, *, cuts: frozenset[int] | set[int] = frozenset(),
               clock: np.ndarray | None = None) -> FaceBatch:
@@ -78,7 +79,7 @@ class FacePath:
             if self._two_pass is not None:
                 self._emit(self._two_pass.close())
             if isinstance(self.persons, VideoPersons):
-                labels = self.persons.finish()
+                labels = self.person_labels = self.persons.finish()
         finally:
             errors = []
             for sink in self.sinks:  # each one closes, whatever another one does

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from models.errors import EmorayError
 from pipeline.outputs import PublishedOutputs
+from pipeline.persons.across import JOB_PERSONS
 from pipeline.sinks.live_parquet import SESSION_ID
 from pipeline.sinks.parquet import TABLES
 
@@ -72,6 +73,9 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
             continue
         found = True
         connection.execute(f"CREATE VIEW {table} AS {_with_session_id(connection, rows)}")
+    job_persons = outputs.job_table(JOB_PERSONS)  # --persons across
+    if job_persons is not None:
+        connection.register(JOB_PERSONS, job_persons)
     if not found:
         raise QueryError(f"{out}: no results (expected {out}/faces/video_id=*/, {out}/frames/video_id=*/ "
                          f"or {out}/manifest/)")

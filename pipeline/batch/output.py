@@ -9,11 +9,16 @@ uploaded whole when its video is published, the manifest last. Each process that
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from jobs import storage
+from jobs.files import move_into_place
 from jobs.manifest import manifest_path, read_manifest, write_json_atomic
 from pipeline.errors import OutputError
 from pipeline.sinks.parquet import PART_NAME, STAGING, TABLES, partition_dir, remove_published
@@ -86,6 +91,27 @@ class JobOutput:
             self.store.write_json(path, payload)
         else:
             write_json_atomic(path, payload)
+
+    def read_json(self, path: Path) -> dict | None:
+        """The JSON object at ``path`` under ``root`` (in the store for a store); None if absent or unreadable."""
+        if self.store:
+            return self.store.read_json(path)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_table(self, path: Path, table: pa.Table) -> str:
+        """Write a Parquet file at ``path`` under ``root`` whole (hidden name, then renamed; a store: uploaded)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, temporary)
+        if self.store:
+            final = storage.upload(temporary, self.final(path))
+            temporary.unlink()
+            return final
+        move_into_place(temporary, path)
+        return str(path)
 
     def close(self) -> None:
         if self.store:

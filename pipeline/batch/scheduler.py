@@ -26,14 +26,16 @@ from jobs.storage import is_uri
 from jobs.discover import MEDIA_EXTENSIONS, discover, video_id
 from jobs.files import name_max
 from jobs.lock import output_lock
-from jobs.manifest import FAILED, redo_reason
+from jobs.manifest import COMPLETE, FAILED, redo_reason
 from jobs.spec import JobSpec, RunOptions
 from pipeline.batch.flow import INTERRUPTED, SKIPPED, Video, VideoFlow, annotated_names
 from pipeline.batch.output import JobOutput, check_output_writable
 from pipeline.batch.video import JobContext, VideoOutcome, start_unit_hosts
 from pipeline.errors import InputError
 from pipeline.inference import ActorModels, ClusterPlan, object_store_bytes, start_actors
-from pipeline.sinks.parquet import STAGING
+from pipeline.outputs import PublishedOutputs
+from pipeline.persons.across import JOB_PERSONS, embeddings_path, job_persons_table
+from pipeline.sinks.parquet import PART_NAME, PERSONS, STAGING
 from pipeline.stages import inspect_video
 from pipeline.stopping import StopRequest
 
@@ -128,6 +130,8 @@ class BatchJob:
             finally:
                 self.outcomes += flow.outcomes
                 self.bytes_to_units = flow.bytes_to_units
+            if self.options.persons == "across" and not self.stop.is_set():
+                self._link_persons(candidates)
         except _Interrupted:
             pass
         finally:
@@ -180,6 +184,23 @@ class BatchJob:
                 continue
             todo.append(video)
         return todo
+
+    def _link_persons(self, candidates: list[Video]) -> None:
+        """``--persons across``: the persons of every complete video of the job linked (OUT/job_persons/)."""
+        known = {video.video_id: video for video in candidates}
+        published, videos = PublishedOutputs(self.spec.output), []
+        for outcome in self.outcomes:
+            video = known.get(outcome.video_id)
+            if video is None or not (outcome.status == COMPLETE or outcome.error == "already complete"):
+                continue
+            rows = published.table(PERSONS, video.video_id)
+            record = self.output.read_json(embeddings_path(self.output.root, video.video_id))
+            if rows is not None and record is not None:
+                videos.append((str(video.relative), video.video_id, str(video.path), rows.to_pylist(), record))
+        try:
+            self.output.write_table(self.output.root / JOB_PERSONS / PART_NAME, job_persons_table(videos))
+        except OSError as error:
+            log.warning("%s: the job's persons were not written (%s)", self.spec.output, error)
 
     def _inspect(self, video: Video) -> ray.ObjectRef:
         return inspect_video.remote(str(video.path), self.options.segment_seconds)

@@ -23,7 +23,9 @@ from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
 from pipeline.inference import ActorModels
 from pipeline.path import FacePath
+from pipeline.persons.across import embeddings_path, embeddings_record
 from pipeline.persons.follow import VideoPersons
+from pipeline.persons.table import person_embeddings
 from pipeline.shots import ShotCutter, shot_ids
 from pipeline.sinks.parquet import FACES, VideoParquetSink
 from pipeline.sources.file import VideoInfo
@@ -97,7 +99,8 @@ class VideoUnit:
                     "options": options.to_dict(), **context.model_ids}
         persons = options.persons != "off"
         self.sink = VideoParquetSink(output.root, task.video_id, task.path, list(context.labels), metadata,
-                                     min_episode_seconds=options.min_episode_seconds, persons=persons)
+                                     min_episode_seconds=options.min_episode_seconds, persons=persons,
+                                     keep_embeddings=options.keep_embeddings)
         self.path = FacePath([self.sink], num_labels=len(context.labels),
                              frame_rate=processed_fps(task.info, options.fps),
                              smoothing_seconds=options.smoothing_seconds, causal=False,
@@ -133,6 +136,10 @@ class VideoUnit:
         """Move the parts into place, then write the manifest: the video is complete (``error``: its
         annotated video could not be made; its rows are kept, and a rerun makes it again)."""
         task, sink = self.task, self.sink
+        labels = self.path.person_labels
+        if self.context.options.persons == "across" and labels is not None:  # for linking the job's videos
+            embeddings = person_embeddings(labels.appearances, labels.person_of_track)
+            self.output.write_json(embeddings_path(self.output.root, task.video_id), embeddings_record(embeddings))
         outputs = self.output.publish(sink.publish())
         annotated = self.output.final(self._annotated_path())
         if self.context.options.annotate and error is None and self.output.exists(annotated):

@@ -130,21 +130,7 @@ class VideoPersons:
         """The video ended: split tracks at identity switches, cluster them into persons."""
         self._waiting += self.follower.close(list(self.follower.open))
         self._embed_waiting()
-        next_id = max((appearance.track_id for appearance, _ in self._appearances), default=-1) + 1
-        splits, parts = {}, []
-        for appearance, jumps in sorted(self._appearances, key=lambda item: item[0].track_id):
-            positions = identity_switches(appearance.embeddings)
-            if not positions:
-                parts.append(appearance)
-                continue
-            starts = [_split_time(appearance.times, jumps, position) for position in positions]
-            ids = [appearance.track_id] + list(range(next_id, next_id + len(positions)))
-            next_id += len(positions)
-            splits[appearance.track_id] = list(zip(starts, ids[1:]))
-            spans = list(zip([appearance.start, *starts], [*starts, appearance.end]))
-            parts += split_appearance(appearance, positions, spans, ids)
-        persons = cluster_tracks(parts)
-        return PersonLabels(splits, {part.track_id: person for part, person in zip(parts, persons)}, parts)
+        return decide_persons(self._appearances)
 
     def _embed_waiting(self) -> None:
         chips = [sample.chip for _, _, samples in self._waiting for sample in samples]
@@ -157,6 +143,26 @@ class VideoPersons:
             self._appearances.append((appearance, state.jumps))
             at += len(samples)
         self._waiting = []
+
+
+def decide_persons(appearances: list[tuple[TrackAppearance, list]]) -> PersonLabels:
+    """A video's persons from its tracks' appearances (each with its box's large jumps, (time, jump)): tracks
+    whose samples disagree are split, new parts numbered after the largest track id, then all are clustered."""
+    next_id = max((appearance.track_id for appearance, _ in appearances), default=-1) + 1
+    splits, parts = {}, []
+    for appearance, jumps in sorted(appearances, key=lambda item: item[0].track_id):
+        positions = identity_switches(appearance.embeddings)
+        if not positions:
+            parts.append(appearance)
+            continue
+        starts = [_split_time(appearance.times, jumps, position) for position in positions]
+        ids = [appearance.track_id] + list(range(next_id, next_id + len(positions)))
+        next_id += len(positions)
+        splits[appearance.track_id] = list(zip(starts, ids[1:]))
+        spans = list(zip([appearance.start, *starts], [*starts, appearance.end]))
+        parts += split_appearance(appearance, positions, spans, ids)
+    persons = cluster_tracks(parts)
+    return PersonLabels(splits, {part.track_id: person for part, person in zip(parts, persons)}, parts)
 
 
 def _split_time(sample_times: np.ndarray, jumps: list, position: int) -> float:

@@ -111,24 +111,30 @@ def cluster_tracks(appearances: list[TrackAppearance], threshold: float = PERSON
     persons: list[int | None] = [None] * len(appearances)
     if not candidates:
         return persons
-    if len(candidates) == 1:
-        labels = np.array([1])
-    else:
-        means = np.stack([appearances[i].mean() for i in candidates]).astype(np.float64)
-        distance = np.linalg.norm(means[:, None] - means[None], axis=-1)
-        spans = np.array([(appearances[i].start, appearances[i].end) for i in candidates])
-        together = (spans[:, None, 0] <= spans[None, :, 1]) & (spans[None, :, 0] <= spans[:, None, 1])
-        distance[together] = APART
-        np.fill_diagonal(distance, 0.0)
-        labels = fcluster(linkage(squareform(distance, checks=False), method="average"), t=threshold,
-                          criterion="distance")
-    first_seen: dict[int, float] = {}
-    for label, i in zip(labels.tolist(), candidates):
-        first_seen[label] = min(first_seen.get(label, np.inf), appearances[i].start)
-    order = {label: rank for rank, label in enumerate(sorted(first_seen, key=lambda lab: (first_seen[lab], lab)))}
-    for label, i in zip(labels.tolist(), candidates):
-        persons[i] = order[label]
+    means = np.stack([appearances[i].mean() for i in candidates])
+    spans = np.array([(appearances[i].start, appearances[i].end) for i in candidates])
+    together = (spans[:, None, 0] <= spans[None, :, 1]) & (spans[None, :, 0] <= spans[:, None, 1])
+    for i, person in zip(candidates, cluster_means(means, together, spans[:, 0], threshold)):
+        persons[i] = person
     return persons
+
+
+def cluster_means(means: np.ndarray, apart: np.ndarray, first_seen: np.ndarray,
+                  threshold: float = PERSON_DISTANCE) -> list[int]:
+    """Average-linkage clusters of (n, d) mean embeddings cut at ``threshold``, never joining two whose
+    ``apart`` (n, n) is true; numbered from 0 in order of ``first_seen`` (n,) (ties: input order)."""
+    if len(means) == 1:
+        return [0]
+    means = np.asarray(means, np.float64)
+    distance = np.linalg.norm(means[:, None] - means[None], axis=-1)
+    distance[np.asarray(apart, bool)] = APART
+    np.fill_diagonal(distance, 0.0)
+    labels = fcluster(linkage(squareform(distance, checks=False), method="average"), t=threshold, criterion="distance")
+    first: dict[int, tuple] = {}
+    for index, label in enumerate(labels.tolist()):
+        first[label] = min(first.get(label, (np.inf, index)), (float(first_seen[index]), index))
+    order = {label: rank for rank, label in enumerate(sorted(first, key=first.get))}
+    return [order[label] for label in labels.tolist()]
 
 
 class PersonRegistry:

@@ -53,3 +53,19 @@ def persons_table(tracks: pa.Table, person_of_track: dict[int, int | None], labe
             **{f"best_{name}": float(columns[f"best_{name}"][best]) for name in BOX},
         })
     return pa.Table.from_pylist(rows, schema=persons_schema(labels))
+
+
+def person_embeddings(appearances: list, person_of_track: dict[int, int | None]) -> dict[int, np.ndarray]:
+    """Each person's mean face embedding: the mean of every embedded sample of its tracks."""
+    samples: dict[int, list[np.ndarray]] = {}
+    for appearance in appearances:
+        person = person_of_track.get(appearance.track_id)
+        if person is not None and len(appearance.embeddings):
+            samples.setdefault(person, []).append(appearance.embeddings)
+    return {person: np.concatenate(parts).mean(axis=0).astype(np.float32) for person, parts in samples.items()}
+
+
+def with_embeddings(persons: pa.Table, embeddings: dict[int, np.ndarray]) -> pa.Table:
+    """``persons`` with an ``embedding`` column (list of float32): biometric data, written only when asked."""
+    column = [embeddings[p].tolist() if p in embeddings else None for p in persons.column("person_id").to_pylist()]
+    return persons.append_column("embedding", pa.array(column, pa.list_(pa.float32())))

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
 from pipeline.persons.follow import PersonLabels
-from pipeline.persons.table import persons_table
+from pipeline.persons.table import person_embeddings, persons_table, with_embeddings
 from pipeline.results import NO_PERSON, FaceBatch
 from pipeline.timeline import TimelineTotals
 
@@ -140,8 +140,8 @@ class VideoParquetSink:
     """
 
     def __init__(self, out: Path, video_id: str, video_path: str, labels: list[str], metadata: dict[str, object], *,
-                 min_episode_seconds: float, persons: bool = False) -> None:
-        self.video_path, self.labels, self.persons = video_path, list(labels), persons
+                 min_episode_seconds: float, persons: bool = False, keep_embeddings: bool = False) -> None:
+        self.video_path, self.labels, self.persons, self.keep_embeddings = video_path, list(labels), persons, keep_embeddings
         self._metadata = encode_metadata(metadata)
         self._targets = {table: partition_dir(out, table, video_id) / PART_NAME for table in TABLES}
         self._staging = staging_dir(out, video_id)
@@ -177,6 +177,8 @@ class VideoParquetSink:
         person_of_track = persons.person_of_track if persons else None
         tables = self.timeline.tables(person_of_track)
         tables[PERSONS] = persons_table(tables[TRACKS], person_of_track or {}, self.labels)
+        if self.keep_embeddings and persons:
+            tables[PERSONS] = with_embeddings(tables[PERSONS], person_embeddings(persons.appearances, person_of_track))
         for table, rows in tables.items():
             pq.write_table(rows.replace_schema_metadata(self._metadata), self.staged[table])
         return dict(self.staged)
