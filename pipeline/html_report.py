@@ -1,9 +1,11 @@
 """``emoray report``: one self-contained HTML page a person would rather look at than read.
 
-For a job's output folder: an overview (videos, frames, faces, tracks, failures, the emotions of the
-whole job), then one line per video (an index that stays usable for hundreds of videos) whose folded
-details hold, per track, a thumbnail of its best face, a timeline of its smoothed emotions (stacked
-areas, episodes marked below) and its longest episodes, with a link to the annotated video. Charts are
+For a job's output folder: an overview (videos, frames, faces, failures, the emotions of the whole job),
+then one line per video (an index that stays usable for hundreds of videos) whose folded details hold, per
+person, a thumbnail of its best face, a timeline of its smoothed emotions over all its tracks (stacked
+areas, the time between its tracks left empty, episodes marked below), and the longest episodes, with a
+link to the annotated video. Without persons (``--persons off``) the same is shown per track; tracks that
+are no person (too short, never surely a face) are left out of the per-person views. Charts are
 drawn by matplotlib into inline PNGs, thumbnails are cut from the source video by PyAV; the page has
 no script and loads nothing.
 """
@@ -65,28 +67,43 @@ def _emotion_bar(counts: dict[str, float]) -> str:
     return f'<div class="bar">{parts}</div>'
 
 
-def _timeline(faces: pa.Table, tracks: list[int], labels: list[str], tau: float, episodes: pa.Table | None) -> str:
-    """Stacked smoothed probabilities over time, one row of axes per track, episodes as bars beneath."""
+def _people(tracks: pa.Table | None, persons: pa.Table | None) -> list[dict]:
+    """Who a video's details show, most seen first: its persons (each over all its tracks), or, when persons
+    were not followed, its tracks. Tracks that are no person (a glimpse, a hand) are left out."""
+    if persons is not None and persons.num_rows:
+        rows = persons.sort_by([("frames", "descending")]).slice(0, MAX_TRACKS).to_pylist()
+        return [{"name": f"person {row['person_id']}", "column": "person_id", "id": row["person_id"],
+                 "tracks": row["tracks"], "start": row["first_time"], "end": row["last_time"], **row} for row in rows]
+    if tracks is None:
+        return []
+    rows = tracks.sort_by([("frames", "descending")]).slice(0, MAX_TRACKS).to_pylist()
+    return [{"name": f"#{row['track_id']}", "column": "track_id", "id": row["track_id"], "tracks": [row["track_id"]],
+             "start": row["start_time"], "end": row["end_time"], **row} for row in rows]
+
+
+def _timeline(faces: pa.Table, people: list[dict], labels: list[str], tau: float, episodes: pa.Table | None) -> str:
+    """Stacked smoothed probabilities over time, one row of axes per person (its tracks side by side, the
+    time between them left empty), episodes as bars beneath."""
     track_id = faces.column("track_id").to_numpy()
     times = faces.column("pts_time").to_numpy()
     probabilities = np.stack([faces.column(f"p_{label}").to_numpy() for label in labels], axis=1)
     smoothed = smooth_tracks(track_id, times, probabilities, tau)
-    figure, axes = plt.subplots(len(tracks), 1, figsize=(8, 1.25 * len(tracks)), squeeze=False, sharex=True)
+    figure, axes = plt.subplots(len(people), 1, figsize=(8, 1.25 * len(people)), squeeze=False, sharex=True)
     span = (float(times.min()), float(times.max()) if times.max() > times.min() else float(times.min()) + 1)
-    for axis, track in zip(axes[:, 0], tracks):
-        rows = np.flatnonzero(track_id == track)
-        rows = rows[np.argsort(times[rows])]
-        axis.stackplot(times[rows], smoothed[rows].T, colors=[COLORS.get(label, "#ccc") for label in labels],
-                       labels=labels, linewidth=0)
+    for axis, who in zip(axes[:, 0], people):
+        for track in who["tracks"]:
+            rows = np.flatnonzero(track_id == track)
+            rows = rows[np.argsort(times[rows])]
+            axis.stackplot(times[rows], smoothed[rows].T, colors=[COLORS.get(label, "#ccc") for label in labels],
+                           labels=labels, linewidth=0)
         if episodes is not None:
-            mine = episodes.filter(pc.equal(episodes.column("track_id"), track)).to_pylist()
-            for episode in mine:
+            for episode in episodes.filter(pc.equal(episodes.column(who["column"]), who["id"])).to_pylist():
                 axis.axvspan(episode["start_time"], episode["end_time"], ymin=-0.14, ymax=-0.04, clip_on=False,
                              color=COLORS.get(episode["emotion"], "#ccc"))
         axis.set_ylim(0, 1)
         axis.set_xlim(*span)
         axis.set_yticks([])
-        axis.set_ylabel(f"#{track}", rotation=0, ha="right", va="center")
+        axis.set_ylabel(who["name"], rotation=0, ha="right", va="center")
         for side in ("top", "right", "left"):
             axis.spines[side].set_visible(False)
     axes[-1, 0].set_xlabel("seconds")
@@ -133,20 +150,23 @@ def _video_section(outputs: PublishedOutputs, manifest: dict, destination: str, 
     labels = (manifest.get("labels") or list(COLORS))
     faces = outputs.table("faces", video_id, ["track_id", "frame_index", "pts_time", *(f"p_{label}" for label in labels)])
     tracks, episodes = outputs.table("tracks", video_id), outputs.table("episodes", video_id)
+    people = _people(tracks, outputs.table("persons", video_id))
     options = manifest.get("options") or {}
     tau = float(options.get("smoothing_seconds", 1.0))
     n_tracks = tracks.num_rows if tracks is not None else 0
+    n_persons = sum(who["column"] == "person_id" for who in people)
     share = {label: 0.0 for label in labels}
     if tracks is not None and n_tracks:
         frames_per_track = tracks.column("frames").to_numpy()
         for label in labels:
             share[label] = float((tracks.column(f"share_{label}").to_numpy() * frames_per_track).sum())
     row = (f'<tr><td><a href="#v-{e(video_id)}">{html_text.text(name)}</a></td><td>{e(status or "")}</td>'
-           f'<td>{counts.get("frames", 0)}</td><td>{counts.get("faces", 0)}</td><td>{n_tracks}</td>'
+           f'<td>{counts.get("frames", 0)}</td><td>{counts.get("faces", 0)}</td><td>{n_persons}</td><td>{n_tracks}</td>'
            f'<td>{html_text.text(manifest.get("dominant_emotion") or "-")}</td><td>{_emotion_bar(share)}</td></tr>')
     body = [f'<details id="v-{e(video_id)}"{" open" if unfolded else ""}><summary><b>{html_text.text(name)}</b> · {e(status or "")} · '
-            f'{counts.get("frames", 0)} frames · {counts.get("faces", 0)} faces · {_plural(n_tracks, "track")} · '
-            f'mostly {html_text.text(manifest.get("dominant_emotion") or "-")}</summary>', f'<p class="path">{html_text.text(path)}</p>']
+            f'{counts.get("frames", 0)} frames · {counts.get("faces", 0)} faces · {_plural(n_persons, "person")} '
+            f'in {_plural(n_tracks, "track")} · mostly {html_text.text(manifest.get("dominant_emotion") or "-")}</summary>',
+            f'<p class="path">{html_text.text(path)}</p>']
     if manifest.get("error"):
         body.append(f'<p class="error">{html_text.text(manifest["error"])}</p>')
     annotated = (manifest.get("outputs") or {}).get("annotated")
@@ -154,26 +174,26 @@ def _video_section(outputs: PublishedOutputs, manifest: dict, destination: str, 
         local = not storage.is_uri(annotated) and not storage.is_uri(destination)
         link = urllib.parse.quote(os.path.relpath(annotated, os.path.dirname(destination))) if local else annotated
         body.append(f'<p><a href="{e(link)}">annotated video</a></p>')
-    if faces is not None and n_tracks:
-        longest = tracks.sort_by([("frames", "descending")]).slice(0, MAX_TRACKS)
+    if faces is not None and people:
         rotation = int((manifest.get("probe") or {}).get("rotation") or 0)
         cards = []
-        for track in longest.to_pylist():
-            best_rows = faces.filter(pc.equal(faces.column("frame_index"), track["best_frame"]))
-            pts = float(best_rows.column("pts_time")[0].as_py()) if best_rows.num_rows else track["start_time"]
-            thumb = _thumbnail(path, pts, (track["best_x1"], track["best_y1"], track["best_x2"], track["best_y2"]), rotation)
-            image = f'<img src="{thumb}" alt="track {track["track_id"]}">' if thumb else '<div class="noimg">no picture</div>'
-            cards.append(f'<figure class="card">{image}<figcaption>#{track["track_id"]} · '
-                         f'{html_text.text(track["dominant_emotion"])}<br>{track["start_time"]:.1f}–{track["end_time"]:.1f} s</figcaption></figure>')
+        for who in people:
+            best_rows = faces.filter(pc.equal(faces.column("frame_index"), who["best_frame"]))
+            pts = float(best_rows.column("pts_time")[0].as_py()) if best_rows.num_rows else who["start"]
+            thumb = _thumbnail(path, pts, (who["best_x1"], who["best_y1"], who["best_x2"], who["best_y2"]), rotation)
+            image = f'<img src="{thumb}" alt="{e(who["name"])}">' if thumb else '<div class="noimg">no picture</div>'
+            cards.append(f'<figure class="card">{image}<figcaption>{e(who["name"])} · '
+                         f'{html_text.text(who["dominant_emotion"])}<br>{who["start"]:.1f}–{who["end"]:.1f} s</figcaption></figure>')
         body.append(f'<div class="cards">{"".join(cards)}</div>')
-        chart = _timeline(faces, [t["track_id"] for t in longest.to_pylist()], labels, tau, episodes)
-        body.append(f'<img class="timeline" src="{chart}" alt="emotions over time per track">')
+        chart = _timeline(faces, people, labels, tau, episodes)
+        body.append(f'<img class="timeline" src="{chart}" alt="emotions over time per person">')
     if episodes is not None and episodes.num_rows:
         top = episodes.sort_by([("duration_s", "descending")]).slice(0, MAX_EPISODES).to_pylist()
-        lines = "".join(f'<tr><td>#{ep["track_id"]}</td><td><span class="dot" style="background:{COLORS.get(ep["emotion"], "#ccc")}">'
+        who = (lambda ep: f"person {ep['person_id']}" if ep.get("person_id") is not None else f"#{ep['track_id']}")
+        lines = "".join(f'<tr><td>{e(who(ep))}</td><td><span class="dot" style="background:{COLORS.get(ep["emotion"], "#ccc")}">'
                         f'</span>{html_text.text(ep["emotion"])}</td><td>{ep["start_time"]:.1f}</td><td>{ep["end_time"]:.1f}</td>'
                         f'<td>{ep["duration_s"]:.1f}</td><td>{ep["peak_score"]:.2f}</td></tr>' for ep in top)
-        body.append('<table class="episodes"><tr><th>track</th><th>emotion</th><th>from s</th><th>to s</th>'
+        body.append('<table class="episodes"><tr><th>who</th><th>emotion</th><th>from s</th><th>to s</th>'
                     f'<th>seconds</th><th>peak</th></tr>{lines}</table>')
     body.append("</details>")
     return row, "\n".join(body)
@@ -219,7 +239,7 @@ def write_report(out: str | os.PathLike, destination: str | os.PathLike | None =
 <p class="overview">{html_text.text(out)} · {_plural(len(manifests), "video")} ({len(complete)} complete, {failed} failed) ·
 {frames} frames · {faces} faces</p>
 <p class="legend">{legend}</p>
-<table class="index"><tr><th>video</th><th>status</th><th>frames</th><th>faces</th><th>tracks</th><th>mostly</th>
+<table class="index"><tr><th>video</th><th>status</th><th>frames</th><th>faces</th><th>persons</th><th>tracks</th><th>mostly</th>
 <th>emotions (share of tracked time)</th></tr>
 {"".join(row for row, _ in sections)}
 </table>

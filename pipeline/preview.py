@@ -55,7 +55,8 @@ async function refresh() {{
       const item = document.createElement("li");
       item.className = "face";
       const emotion = face.smoothed_emotion || face.emotion, score = face.smoothed_score ?? face.emotion_score;
-      item.textContent = "#" + face.track_id + " " + emotion + " " + score.toFixed(2) + " (now " + face.emotion + ")";
+      const who = face.person_id == null ? "#" + face.track_id : "person " + face.person_id + " (#" + face.track_id + ")";
+      item.textContent = who + " " + emotion + " " + score.toFixed(2) + " (now " + face.emotion + ")";
       return item;
     }}));
     document.getElementById("state").textContent =
@@ -76,6 +77,12 @@ class _Latest:
     probabilities: np.ndarray
     track_ids: np.ndarray
     state: dict
+
+
+def _who(face: dict) -> str:
+    """A face's line on the page: its person once live mode matched it, and its track."""
+    track = f"#{face['track_id']}"
+    return track if face.get("person_id") is None else f"person {face['person_id']} ({track})"
 
 
 class PreviewServer:
@@ -121,7 +128,7 @@ class PreviewServer:
 
     def _page(self) -> bytes:
         """The page with the current faces already listed (the script keeps the list fresh)."""
-        items = "".join(f'<li class="face">#{_escape(face["track_id"])} {_escape(face.get("smoothed_emotion", face["emotion"]))} '
+        items = "".join(f'<li class="face">{_escape(_who(face))} {_escape(face.get("smoothed_emotion", face["emotion"]))} '
                         f'{_escape(format(face.get("smoothed_score", face["emotion_score"]), ".2f"))} '
                         f'(now {_escape(face["emotion"])})</li>' for face in self._state()["faces"])
         return PAGE.format(title=html_text.isolated(self._title), source=html_text.text(self._title), faces=items).encode()

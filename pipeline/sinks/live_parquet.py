@@ -26,10 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
-from pipeline.results import FaceBatch
+from pipeline.persons.table import persons_table
+from pipeline.results import NO_PERSON, FaceBatch
 from pipeline.timeline import TimelineTotals
 from pipeline.sinks.parquet import (
-    EPISODES, FACES, FRAMES, TRACKS, encode_metadata, faces_schema, frames_schema, partition_dir, result_columns,
+    EPISODES, FACES, FRAMES, PERSONS, TRACKS, encode_metadata, faces_schema, frames_schema, partition_dir, result_columns,
 )
 
 CAPTURE_TIME, LATENCY_MS, SESSION_ID = "capture_time", "latency_ms", "session_id"
@@ -64,7 +65,9 @@ class RollingPartsWriter:
         self.timeline = TimelineTotals(self.labels, min_episode_seconds)
         self._metadata = encoded
         self.session_id = new_session_id()
-        self._dirs = {table: partition_dir(Path(out), table, self.video_id) for table in (FACES, FRAMES, TRACKS, EPISODES)}
+        self._dirs = {table: partition_dir(Path(out), table, self.video_id)
+                      for table in (FACES, FRAMES, TRACKS, EPISODES, PERSONS)}
+        self._person_of_track: dict[int, int] = {}
         for directory in self._dirs.values():
             directory.mkdir(parents=True, exist_ok=True)
         self._buffer: list[FaceBatch] = []
@@ -101,11 +104,17 @@ class RollingPartsWriter:
             self.paths.append(str(target))
         self.parts_written += 1
         self.timeline.add(batch)
+        if batch.person_id is not None:  # each track's person, once live mode matched it
+            known = batch.person_id != NO_PERSON
+            self._person_of_track.update(zip(batch.track_id[known].tolist(), batch.person_id[known].tolist()))
         self._write_timeline()
 
     def _write_timeline(self) -> None:
-        """This session's ``tracks`` and ``episodes`` so far (one file each, replaced), from running totals."""
-        for table, rows in self.timeline.tables().items():
+        """This session's ``tracks``, ``episodes`` and ``persons`` so far (one file each, replaced), from running
+        totals."""
+        tables = self.timeline.tables(self._person_of_track)
+        tables[PERSONS] = persons_table(tables[TRACKS], self._person_of_track, self.labels)
+        for table, rows in tables.items():
             target = self._dirs[table] / f"session-{self.session_id}.parquet"
             temporary = target.with_name(f".{target.name}.tmp")
             rows = rows.append_column(SESSION_ID, pa.array([self.session_id] * rows.num_rows, pa.string()))

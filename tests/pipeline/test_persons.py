@@ -106,6 +106,29 @@ def test_across_the_jobs_videos_the_same_people_are_one_person_and_stay_so_when_
     assert {o.status for o in again} == {"skipped"} and job_persons() == linked
 
 
+def test_the_report_speaks_of_persons(job, tmp_path):
+    from pipeline.html_report import write_report
+
+    page = Path(write_report(job["out"], tmp_path / "report.html")).read_text()
+    aba = page[page.index("<summary><b><bdi>aba.mp4</bdi></b>"):]
+    aba = aba[:aba.index("</details>")]
+    assert "2 persons in 3 tracks" in aba
+    assert aba.count('<figure class="card">') == 2 and "person 0" in aba and "person 1" in aba
+
+
+def test_live_mode_knows_a_returning_person(aba_clip):
+    """The A-B-A clip replayed in live mode: each track is matched to the session's persons once it has lasted
+    a moment (two samples), so A is person 0 in her first shot and again when she returns, B person 1."""
+    from pipeline.api import live
+
+    path, cuts = aba_clip
+    with live(path, device="cpu") as results:
+        batches = list(results)
+    assert [b.shot[0] for b in batches] == [0] * cuts[0] + [1] * (cuts[1] - cuts[0]) + [2] * (150 - cuts[1])
+    last_persons = [{int(p) for b in batches[end - 10:end] for p in b.person_id} for end in (*cuts, 150)]
+    assert last_persons == [{0}, {1}, {0}]
+
+
 def test_embeddings_are_written_only_when_asked(local_ray, tmp_path):
     out = tmp_path / "out"
     (outcome,) = run_batch([str(shared("videos/single_face.mp4"))], out, annotate=False, keep_embeddings=True)
