@@ -190,7 +190,13 @@ def _measure_end_to_end(rows: list[dict], clips: dict, short_clips: dict, focus:
                     "stage_sum_fps": stage_sum, "end_to_end_vs_stage_sum": steady / stage_sum if steady else None,
                     "peak_rss_mb": full["peak_rss_mb"], "peak_pss_mb": full["peak_pss_mb"]})
     plain, annotated = full_runs[focus], run(clips[focus], dataclasses.replace(options, annotate=True))
+    first = next(iter(clips))  # what following persons costs: the first resolution again, tracks only
+    tracks_only = dataclasses.replace(options, persons="off")
+    short, full = run(short_clips[first], tracks_only), run(clips[first], tracks_only)
+    without = (full["frames"] - short["frames"]) / (full["seconds"] - short["seconds"])
     return {
+        "persons": {"resolution": _name(first), "fps_with": rows[0]["end_to_end_fps"], "fps_without": without,
+                    "ratio": rows[0]["end_to_end_fps"] / without if rows[0]["end_to_end_fps"] else None},
         "cold_run": {"seconds": cold["seconds"], "frames": cold["frames"], "first_result_s": cold["first_result_s"]},
         "cluster_plan": plain["plan"],
         "annotate": {"resolution": _name(focus), "seconds_without": plain["seconds"],

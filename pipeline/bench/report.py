@@ -62,6 +62,9 @@ def format_report(result: dict) -> str:
         "beyond its frames and the job's start-up",
         f"Short job (a fresh `emoray run` of {short['frames']} frames, annotated): {n(short['process_wall_s'], 2)} s "
         f"process wall, first result after {n(short['first_result_s'], 2)} s",
+        f"Persons (--persons video, the default) at {result['persons']['resolution']}: "
+        f"{n(result['persons']['fps_with'])} frames/s steady, {n(result['persons']['fps_without'])} with --persons off "
+        f"(ratio {n(result['persons']['ratio'], 2)})",
         f"Annotation at {a['resolution']}: {a['seconds_without']:.2f} s without, {a['seconds_with']:.2f} s with "
         f"for {a['frames']} frames = {n(a['encoder_ms_per_frame'], 2)} ms/frame for drawing + H.264 encoding",
         "",

@@ -39,4 +39,5 @@ def test_quick_bench_measures_every_stage_and_reports_it(local_ray, tmp_path):
     report = format_report(result)
     assert "640x360" in report and "batch 64" in report and "ms/frame" in report and "peak PSS MB" in report
     assert "Crowd" in report and "Many small files" in report and "Short job" in report
-    assert "driver ms/frame" in report and "unit host" in report
+    assert "driver ms/frame" in report and "unit host" in report and "--persons off" in report
+    assert result["persons"]["fps_with"] > 0 and result["persons"]["fps_without"] > 0
