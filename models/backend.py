@@ -36,6 +36,19 @@ OPSET = 17
 EXPORT_VERSION = 3  # raise when a graph wrapper or the record changes, so caches are exported again
 # a CUDA (or ROCm) GPU needs its driver, which shows here; without one "auto" means the CPU, known without torch
 GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # dxg: WSL2
+THREADS_VARIABLE = "EMORAY_NUM_THREADS"
+
+
+def default_threads() -> int | None:
+    """CPU threads for a model or a training worker that is not told how many: ``$EMORAY_NUM_THREADS``,
+    or None (the engines' own defaults). onnxruntime ignores ``OMP_NUM_THREADS``, so this one setting is
+    what reaches both engines (the tests' one-thread run sets it)."""
+    text = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{THREADS_VARIABLE} must be a whole number of threads of at least 1, but got {text!r}")
+    return int(text)
 
 
 def choose(device: str | None, backend: str) -> tuple[str, str]:
@@ -119,8 +132,10 @@ def open_network(weights: str | os.PathLike, role: str, *, device: str, backend:
     """A runner for ``weights`` (a registry name, a path or a URL) and its metadata: ``describe``'s dict plus
     ``model_id`` (``name@sha12+backend``: outputs made with other weights or another backend are never mixed).
 
-    With onnxruntime and an export in the cache, the checkpoint is not even read.
+    With onnxruntime and an export in the cache, the checkpoint is not even read. ``num_threads`` None
+    means ``default_threads()``.
     """
+    num_threads = num_threads or default_threads()
     path = registry.locate(weights, role)
     digest = registry.sha256_of(path)
     if backend == "onnx" and (cached := _cached_export(path, digest, role)):

@@ -40,7 +40,8 @@ class EmotionClassifier:
         weights: a registry name (``emoray models list``) or an emoray emotion checkpoint path.
         device: ``"auto"`` (GPU when there is one), ``"cpu"`` or ``"cuda[:i]"``.
         half: float16 inference; None means on for CUDA, off for CPU.
-        num_threads: CPU threads of this process for torch and onnxruntime (None leaves their defaults).
+        num_threads: CPU threads of this process for torch and onnxruntime (None: ``$EMORAY_NUM_THREADS``,
+            else their defaults).
         backend: ``"auto"`` (onnxruntime on a CPU, torch on a GPU), ``"torch"`` or ``"onnx"``; part of
             ``model_id``.
     """

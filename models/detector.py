@@ -47,7 +47,8 @@ class FaceDetector:
         det_size: frames are resized so that their longer side has this many pixels before detection
             (results are mapped back to the original frame); None detects at native resolution.
         min_face: faces whose shorter box side is below this many pixels (original frame) are dropped.
-        num_threads: CPU threads of this process for torch and onnxruntime (None leaves their defaults).
+        num_threads: CPU threads of this process for torch and onnxruntime (None: ``$EMORAY_NUM_THREADS``,
+            else their defaults).
         backend: ``"auto"`` (onnxruntime on a CPU, torch on a GPU), ``"torch"`` or ``"onnx"``; the
             backend is part of ``model_id``, because the two differ in the last digits.
     """

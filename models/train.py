@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from models import checkpoint, registry
 from models.calibration import fit_temperature
 from models.augment import augment
+from models.backend import default_threads
 from models.errors import EmorayError
 from models.datasets import FaceDataset
 from models.emotion.archs import build
@@ -313,7 +314,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         _train_loop,
         train_loop_config={
             "config": asdict(config), "state_path": str(state_path), "resume": resume, "init_state": init_state,
-            "threads": max(1, math.ceil(worker_cpus)),
+            "threads": default_threads() or max(1, math.ceil(worker_cpus)),
             "train_images": ray.put(resized[0]), "train_targets": ray.put(train_set.targets),
             "train_distributions": ray.put(taught),
             "val_images": ray.put(resized[1]), "val_targets": ray.put(val_set.targets),

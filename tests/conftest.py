@@ -16,6 +16,16 @@ import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# A one-thread run (OMP_NUM_THREADS=1: `make test` runs tests/models again so) must reach onnxruntime and Ray
+# Train's workers too: onnxruntime ignores OMP_NUM_THREADS; emoray's models and trainings take EMORAY_NUM_THREADS.
+if os.environ.get("OMP_NUM_THREADS"):
+    os.environ.setdefault("EMORAY_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "trains: runs a training on Ray Train (a minute or more); its bars were "
+                                       "measured over seeds at one and two threads, so `make test` runs it once")
+
 
 def shared(relative: str) -> Path:
     """Path of a file in ../shared/data; skips the test with the reason when it is absent."""

@@ -107,3 +107,15 @@ def test_a_cached_detector_export_is_never_taken_for_a_classifier():
     detector = FaceDetector(device="cpu")  # its export is cached now
     with pytest.raises(WeightsError, match="not a emotion checkpoint"):
         EmotionClassifier(backend.registry.cached_path(detector.model_id.split("@")[0]), device="cpu")
+
+
+def test_emoray_num_threads_reaches_onnxruntime_and_a_bad_value_is_a_clear_error(monkeypatch):
+    """onnxruntime ignores OMP_NUM_THREADS: the tests' one-thread run reaches it through EMORAY_NUM_THREADS."""
+    monkeypatch.setenv("EMORAY_NUM_THREADS", "1")
+    one = EmotionClassifier("mini-xception", device="cpu", backend="onnx")
+    assert one.run.session.get_session_options().intra_op_num_threads == 1
+    given = EmotionClassifier("mini-xception", device="cpu", backend="onnx", num_threads=2)
+    assert given.run.session.get_session_options().intra_op_num_threads == 2  # an explicit count wins
+    monkeypatch.setenv("EMORAY_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="EMORAY_NUM_THREADS must be a whole number of threads.*'two'"):
+        EmotionClassifier("mini-xception", device="cpu")

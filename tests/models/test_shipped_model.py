@@ -16,6 +16,7 @@ from models.emotion.archs import build
 from models.evaluate import evaluate
 from pipeline.cli import main
 from tests.conftest import shared
+from tests.tolerances import ece_tolerance, faces_apart
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,10 @@ def test_shipped_model_is_the_default_and_its_recorded_val_accuracy_holds(val, m
     shipped = EmotionClassifier(device="cpu")
     assert shipped.model_id.startswith("emoray-vgg48-fer2013@")
     measured = evaluate(shipped, val)
-    assert measured["accuracy"] == pytest.approx(shipped.metrics["val_accuracy"], abs=1e-9)
+    # recorded on another machine: the same faces right, give or take one (tests/tolerances.py)
+    assert faces_apart(measured["accuracy"], shipped.metrics["val_accuracy"], len(val)) <= 1
     assert shipped.metrics["val_data_sha256"] == val.fingerprint()
-    assert measured["calibration"]["ece"] == pytest.approx(shipped.metrics["val_ece"], abs=1e-9)
+    assert measured["calibration"]["ece"] == pytest.approx(shipped.metrics["val_ece"], abs=ece_tolerance(len(val)))
     assert measured["calibration"]["ece"] <= 0.03  # its probabilities mean what they say, within 3 points
     assert measured["accuracy"] > mini_xception_accuracy
 
@@ -83,9 +85,9 @@ def test_the_small_model_costs_under_half_the_default_and_still_beats_mini_xcept
     small = EmotionClassifier("emoray-small-fer2013", device="cpu")
     assert small.model_id.startswith("emoray-small-fer2013@")
     measured = evaluate(small, val)
-    assert measured["accuracy"] == pytest.approx(small.metrics["val_accuracy"], abs=1e-9)
+    assert faces_apart(measured["accuracy"], small.metrics["val_accuracy"], len(val)) <= 1  # recorded in torch
     assert small.metrics["val_data_sha256"] == val.fingerprint()
-    assert measured["calibration"]["ece"] == pytest.approx(small.metrics["val_ece"], abs=1e-6)  # recorded in torch
+    assert measured["calibration"]["ece"] == pytest.approx(small.metrics["val_ece"], abs=ece_tolerance(len(val)))
     assert measured["calibration"]["ece"] <= 0.03
     assert measured["accuracy"] > mini_xception_accuracy + 0.01
     assert multiply_adds("emoray-small-fer2013") < 0.5 * multiply_adds("emoray-vgg48-fer2013")

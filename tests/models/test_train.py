@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from models import EmotionClassifier, registry
-from models.datasets import read_class_folders, read_dataset
+from models.datasets import FaceDataset, read_class_folders, read_dataset
 from models.evaluate import evaluate
 from models.train import TrainConfig, blended_targets, train, training_targets
 from pipeline.cli import main
 from tests.conftest import shared
+from tests.tolerances import ece_tolerance, faces_apart
 
 TWO_CLASSES = ("happy", "surprise")
 
@@ -40,6 +41,15 @@ def own_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def held_out() -> FaceDataset:
+    """Happy and surprised faces no short run trains on: FER-2013 val's 414 surprised faces and its first 414
+    happy ones. Balanced, so chance is 0.5; one face is 0.12 point (on the 60-face test split, 1.7)."""
+    val = read_class_folders(shared("fer2013/val"))
+    happy, surprise = (np.flatnonzero(val.targets == val.labels.index(label)) for label in TWO_CLASSES)
+    return val.subset(np.concatenate([happy[:len(surprise)], surprise]))
+
+
+@pytest.fixture(scope="module")
 def short_run(local_ray, own_faces, tmp_path_factory) -> tuple[dict, Path, dict, list]:
     """8 epochs of vgg_face48 on the user's two classes: the splits, the checkpoint, its metrics, what was shown."""
     from models.datasets import stratified_split
@@ -52,27 +62,35 @@ def short_run(local_ray, own_faces, tmp_path_factory) -> tuple[dict, Path, dict,
     return parts, output, metrics, shown
 
 
-def test_a_short_ray_train_run_beats_chance_and_round_trips(short_run):
+@pytest.mark.trains
+def test_a_short_ray_train_run_beats_chance_and_round_trips(short_run, held_out):
+    """Training is not bit-reproducible across machines or thread counts (the same seed gave 0.808 at two
+    threads, 0.803 at one), so the bar sits well under what this run gave over seeds 0-4 at one and two
+    threads on the 828 held-out faces: 0.772-0.867 (the 60-face test split: 0.767-0.867)."""
     parts, output, metrics, shown = short_run
     assert metrics["epochs_run"] == 8 and len(metrics["history"]) == 8
     assert shown == metrics["history"]  # the progress display saw every epoch, once, in order
     classifier = EmotionClassifier(output, device="cpu")
-    held_back = evaluate(classifier, parts["test"])
-    assert held_back["accuracy"] > 0.6  # two classes: chance is 0.5
+    assert evaluate(classifier, held_out)["accuracy"] > 0.7  # 60 faces under the worst of ten runs; chance: 0.5
     again = EmotionClassifier(output, device="cpu")
     faces = parts["test"].images
     np.testing.assert_array_equal(classifier(faces), again(faces))  # a checkpoint round trip is exact
     payload = torch.load(output, weights_only=True)
     assert payload["arch"] == "vgg_face48" and payload["preprocess"]["input_size"] == 48
     assert payload["metrics"]["train_data_sha256"] == parts["train"].fingerprint()
-    on_val = evaluate(classifier, parts["val"])
-    assert payload["metrics"]["val_accuracy"] == on_val["accuracy"]
+    on_val = evaluate(classifier, parts["val"])  # onnxruntime; the record was made in torch
+    assert faces_apart(payload["metrics"]["val_accuracy"], on_val["accuracy"], len(parts["val"])) <= 1
     # calibrated on val: the stored temperature is the one the classifier applies, and its ECE is recorded
     assert payload["metrics"]["temperature"] == payload["temperature"] != 1.0
-    assert payload["metrics"]["val_ece"] == pytest.approx(on_val["calibration"]["ece"], abs=1e-6)
+    assert payload["metrics"]["val_ece"] == pytest.approx(on_val["calibration"]["ece"],
+                                                          abs=ece_tolerance(len(parts["val"])))
 
 
-def test_a_narrow_student_distilled_from_a_teacher_is_cheaper_and_still_right(short_run, own_faces, tmp_path):
+@pytest.mark.trains
+def test_a_narrow_student_distilled_from_a_teacher_is_cheaper_and_still_right(short_run, own_faces, held_out,
+                                                                              tmp_path):
+    """The student's accuracy on the 828 held-out faces (chance: 0.5) was 0.669-0.848 over seeds 0-4 at one and
+    two threads (seed 0: 0.669 and 0.688; the 60-face test split gave 0.633-0.833, and 0.6 on another machine)."""
     parts, teacher, _, _ = short_run
     student = tmp_path / "student.pt"
     result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "8", "--batch-size", "64",
@@ -86,9 +104,10 @@ def test_a_narrow_student_distilled_from_a_teacher_is_cheaper_and_still_right(sh
     parameters = [sum(v.numel() for v in torch.load(path, weights_only=True)["state_dict"].values())
                   for path in (teacher, student)]
     assert parameters[1] < parameters[0] / 10
-    assert evaluate(EmotionClassifier(student, device="cpu"), parts["test"])["accuracy"] > 0.6  # chance: 0.5
+    assert evaluate(EmotionClassifier(student, device="cpu"), held_out)["accuracy"] > 0.6  # 57 faces under the worst
 
 
+@pytest.mark.trains
 def test_a_student_is_taught_its_teachers_opinion_where_it_differs_from_the_label(short_run):
     parts, teacher, _, _ = short_run
     images = parts["train"]
@@ -118,6 +137,7 @@ def test_soft_targets_blend_into_the_smoothed_label():
         blended_targets(labels, 3, 0.1, [(votes, 0.6), (votes, 0.6)])
 
 
+@pytest.mark.trains
 def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
     output = tmp_path / "resumed.pt"
     command = [sys.executable, "-m", "pipeline.cli", "train", "--data", str(own_faces), "--epochs", "6",
@@ -145,6 +165,7 @@ def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
     assert history[:interrupted["epoch"]] == interrupted["history"]
 
 
+@pytest.mark.trains
 def test_fine_tuning_starts_from_another_checkpoint(local_ray, own_faces, tmp_path):
     output = tmp_path / "tuned.pt"
     result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--init", "mini-xception", "--epochs", "1",
@@ -168,7 +189,9 @@ def few_faces(tmp_path_factory) -> tuple[Path, object]:
     return root, val.subset(np.flatnonzero([name not in taken for name in val.names]))
 
 
+@pytest.mark.trains
 def test_fine_tuning_the_shipped_model_on_a_few_faces_does_not_make_it_worse(local_ray, few_faces, tmp_path):
+    """Tuned minus start on the 3,299 faces was -0.0003 to +0.0003 over seeds 0-2 at one and two threads."""
     folder, rest = few_faces
     output = tmp_path / "tuned.pt"
     # --force-write: the best fine-tuned epoch is written even if it does not beat the start, the worst case
@@ -184,6 +207,7 @@ def test_fine_tuning_the_shipped_model_on_a_few_faces_does_not_make_it_worse(loc
     assert tuned >= start - 0.01, (start, tuned)  # on the 3,299 val faces it never saw
 
 
+@pytest.mark.trains
 def test_a_fine_tune_that_cannot_help_keeps_the_start_and_says_so_quietly(few_faces, tmp_path):
     folder, _ = few_faces
     output = tmp_path / "bad.pt"
@@ -223,7 +247,7 @@ def test_eval_prints_the_accuracy_of_a_direct_computation(val_sample, tmp_path):
                                        "--json", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["accuracy"] == pytest.approx(direct, abs=1e-12)
+    assert report["accuracy"] == pytest.approx(direct, abs=1e-12)  # the same 175 faces in one batch, this process
     assert np.array(report["confusion_matrix"]).sum() == len(val) == 175
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     assert report["calibration"]["ece"] == pytest.approx(direct_ece, abs=1e-6)
