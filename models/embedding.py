@@ -98,7 +98,7 @@ class FaceEmbedder:
         weights: dlib's ``dlib_face_recognition_resnet_model_v1.dat``; None takes the packaged one.
         device: ``"auto"`` (GPU when there is one), ``"cpu"`` or ``"cuda[:i]"``.
         half: float16 inference; None means on for CUDA, off for CPU.
-        num_threads: CPU threads of this process for onnxruntime or torch (None leaves their defaults).
+        num_threads: CPU threads of this process for onnxruntime or torch (None: ``default_threads()``).
         backend: ``"auto"`` (onnxruntime on a CPU, torch on a GPU), ``"torch"`` or ``"onnx"``; part of ``model_id``.
     """
 
@@ -111,6 +111,7 @@ class FaceEmbedder:
         if not path.is_file():
             raise WeightsError(f"{path}: no such face descriptor weights file")
         self.device, self.backend = engines.choose(device, backend)
+        num_threads = num_threads or engines.default_threads()
         digest = registry.sha256_of(path)
         self.model_id = f"dlib-resnet-v1@{digest[:12]}+{self.backend}"
         if self.backend == "onnx":

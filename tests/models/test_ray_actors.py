@@ -19,6 +19,9 @@ def test_the_model_actor_matches_the_models_in_process(local_ray, detector, clas
         np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=1e-3)
         crops = classifier.crop(photo, found.xyxy)
         np.testing.assert_allclose(remote.classify(crops), classifier(crops), atol=1e-5)
-        assert remote.model_ids() == {"detector": detector.model_id, "emotion_model": classifier.model_id}
+        ids = remote.model_ids()
+        assert {k: ids[k] for k in ("detector", "emotion_model")} == {"detector": detector.model_id,
+                                                                      "emotion_model": classifier.model_id}
+        assert ids["face_embedding"].startswith("dlib-resnet-v1@")  # persons are on by default
     finally:
         remote.close()

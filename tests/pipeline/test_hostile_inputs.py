@@ -89,7 +89,8 @@ def test_a_rerun_redoes_a_video_whose_published_files_were_damaged_and_says_so(l
     assert _run(str(shared(PHOTO)), "-o", str(out))[0] == 0
     faces, tracks = _rows(out, "faces"), _rows(out, "tracks")
     manifest = json.loads(next((out / "manifest").glob("*.json")).read_text())
-    assert set(manifest["files"]) == set(manifest["outputs"]) == {"faces", "frames", "tracks", "episodes", "annotated"}
+    assert set(manifest["files"]) == set(manifest["outputs"]) == {"faces", "frames", "tracks", "episodes", "persons",
+                                                                      "annotated"}
     part = Path(manifest["outputs"]["faces"])
     assert manifest["files"]["faces"]["bytes"] == part.stat().st_size
     damages = [("truncated", lambda: part.write_bytes(part.read_bytes()[: part.stat().st_size // 2]), "bytes, "),
