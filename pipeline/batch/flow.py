@@ -31,6 +31,7 @@ from pipeline.stopping import StopRequest
 SKIPPED, INTERRUPTED = "skipped", "interrupted"
 MAX_ATTEMPTS = 3  # a video whose unit was lost (its node died) starts again this many times at most
 HOST_RESTART_SECONDS = 60.0  # how long a lost unit host may take to answer again, restarted elsewhere
+HOST_PING_SECONDS = 5.0  # one round of asking the unit hosts whether they live
 # a unit's host died (with its node) or came back without it, or the annotate task bound to that node can
 # no longer run there
 LOST = (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.TaskUnschedulableError,
@@ -230,14 +231,19 @@ class VideoFlow:
 
     def _working_host(self, *, avoid: ray.actor.ActorHandle) -> ray.actor.ActorHandle | None:
         """A unit host that answers: another one if any does, else ``avoid`` once Ray has restarted it
-        (a host lost with its node restarts elsewhere in seconds; one bound to a dead node never does)."""
-        for host in sorted(self.hosts, key=lambda h: (h == avoid, self._host_load[h])):
-            try:
-                ray.get(host.__ray_ready__.remote(), timeout=HOST_RESTART_SECONDS)
-                return host
-            except (ray.exceptions.RayError, TimeoutError):
-                continue
-        return None
+        (a host lost with its node restarts elsewhere in seconds; one bound to a dead node never does).
+        Hosts are asked on their health thread, so a busy one answers too; a restarting one is asked again."""
+        order = sorted(self.hosts, key=lambda h: (h == avoid, self._host_load[h]))
+        deadline = time.monotonic() + HOST_RESTART_SECONDS
+        while True:
+            pings = {host.ping.remote(): host for host in order}
+            done, _ = ray.wait(list(pings), num_returns=len(pings), timeout=HOST_PING_SECONDS)
+            answered = [pings[ref] for ref in done if _answered(ref)]
+            if answered:
+                return min(answered, key=order.index)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(1.0)
 
     def _drop(self, video: Video) -> None:
         """Cancel what is under way for a video and have its unit drop what it staged."""
@@ -263,3 +269,10 @@ def _message(error: BaseException, path: Path) -> str:
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause else error
     text = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
     return text if str(path) in text else f"{path}: {text}"
+
+
+def _answered(ping: ray.ObjectRef) -> bool:
+    try:
+        return ray.get(ping)
+    except ray.exceptions.RayError:  # dead, or restarting: not this round
+        return False

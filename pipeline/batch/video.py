@@ -204,6 +204,12 @@ class UnitHost:
     def publish(self, video_id: str, error: str | None = None) -> VideoOutcome:
         return self.units.pop(video_id).publish(error)
 
+    @ray.method(concurrency_group="health")
+    def ping(self) -> bool:
+        """Answers at once, on its own thread, however many calls queue for the units: the scheduler asks
+        whether this host lives without waiting behind them."""
+        return True
+
     def abort(self, video_id: str) -> None:
         unit = self.units.pop(video_id, None)
         if unit is not None:
@@ -231,7 +237,7 @@ def start_unit_hosts(output: str, node_ids: list[str], *, pinned: bool) -> list[
     """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    actor = ray.remote(UnitHost)
+    actor = ray.remote(concurrency_groups={"health": 1})(UnitHost)
     return [actor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
                           scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=not pinned)).remote(output)
             for node_id in node_ids]
