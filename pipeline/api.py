@@ -57,32 +57,39 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: s
 
 
 @contextlib.contextmanager
-def live(source: str | os.PathLike, *, realtime: bool = False, rtsp_transport: str = "tcp", timeout: float = 5.0,
-         max_retries: int = 5, duration: float | None = None, address: str | None = None,
-         **options) -> Iterator[Iterator[FaceBatch]]:
-    """Follow a camera (or replay a file) as ``emoray live`` does; yields an iterator of results as they come.
+def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: bool = False,
+         rtsp_transport: str = "tcp", timeout: float = 5.0, max_retries: int = 5, duration: float | None = None,
+         address: str | None = None, **options) -> Iterator[Iterator]:
+    """Follow cameras (or replay files) as ``emoray live`` does; yields an iterator of results as they come.
 
-    Each result is the tracked ``FaceBatch`` of one frame, with ``capture_time`` and ``latency_ms``.
-    The iterator ends when the source ends or fails for good (after ``max_retries`` reconnects), or
-    after ``duration`` seconds; leaving the block stops reading. A file is replayed frame by frame
-    unless ``realtime``. ``address``: run the models as actors on that Ray cluster (default in this
+    One source (a string or path): each result is the tracked ``FaceBatch`` of one frame, with
+    ``capture_time``, ``latency_ms`` and, when known, each face's ``person_id``. Several (a list): each
+    result is ``(source, batch)``, the newest frames of all of them found in one detector and one classifier
+    batch. The iterator ends when every source has ended or failed for good (after ``max_retries``
+    reconnects), or after ``duration`` seconds; leaving the block stops reading. A file is replayed frame by
+    frame unless ``realtime``. ``address``: run the models as actors on that Ray cluster (default in this
     process). ``**options``: the model options of ``emoray live`` (``jobs.spec.ModelOptions``).
     """
-    from pipeline.live import LiveSession, load_models
+    from pipeline.live import LiveSession, LiveSource, load_models
     from pipeline.sources.live import LiveReader
 
+    one = isinstance(sources, (str, os.PathLike))
     model_options = ModelOptions(**options)
     if duration is not None:
         RANGES["duration"].check("duration", duration)
     if address:
         connect(address)
-    reader = LiveReader(str(source), LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout,
-                                                       max_retries=max_retries, realtime=realtime))
-    session = LiveSession(reader, load_models(model_options, use_ray=bool(address)), [], model_options)
+    reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout, max_retries=max_retries,
+                                       realtime=realtime)
+    readers = [LiveReader(str(source), reader_options) for source in ([sources] if one else sources)]
+    models = load_models(model_options, use_ray=bool(address))
+    session = LiveSession([LiveSource(reader, [], models, model_options) for reader in readers], models, model_options)
     stop = threading.Event()
-    reader.start()
+    session.start()
     try:
-        yield session.results(stop, duration)
+        results = session.results(stop, duration)
+        yield (batch for _, batch in results) if one else ((source.name, batch) for source, batch in results)
     finally:
         stop.set()
         session.close()
+        models.close()

@@ -176,43 +176,52 @@ def _host_port(value: str | None) -> tuple[str, int] | None:
 
 
 @main.command()
-@click.argument("source")
+@click.argument("sources", nargs=-1, metavar="SOURCE...")
+@click.option("--sources", "sources_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A file of sources, one per line: URL or path, then optionally a name ('#' starts a comment).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Write Parquet parts under OUT.")
-@click.option("--jsonl", is_flag=True, help="Print one JSON object per processed frame on stdout.")
-@click.option("--serve", default=None, metavar="[HOST:]PORT", help="Serve a live preview page (host default 127.0.0.1).")
+@click.option("--jsonl", is_flag=True, help="Print one JSON object per processed frame on stdout (with its source).")
+@click.option("--serve", default=None, metavar="[HOST:]PORT", help="Serve a live preview page of every source (host default 127.0.0.1).")
 @click.option("--roll-seconds", type=range_type(RANGES["roll_seconds"]), default=10.0, show_default=True, help="Start a new Parquet part this often.")
 @click.option("--duration", type=range_type(RANGES["duration"]), default=None, help="Stop after this many seconds (default: run until Ctrl-C).")
 @click.option("--realtime", is_flag=True, help="Play a file at its frame rate as if it were a camera (default: every frame, as fast as the models go).")
 @click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
-@click.option("--timeout", "socket_timeout", type=range_type(RANGES["timeout"]), default=5.0, show_default=True, help="Seconds to wait for the source to connect or send.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True, help="Failed reconnects in a row before giving up (backoff 0.5 s doubling to 8 s).")
+@click.option("--timeout", "socket_timeout", type=range_type(RANGES["timeout"]), default=5.0, show_default=True, help="Seconds to wait for a source to connect or send.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True, help="Failed reconnects in a row before giving up on a source (backoff 0.5 s doubling to 8 s).")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
 @click.option("--address", envvar="RAY_ADDRESS", default=None,
               help="Run the models as actors on this Ray cluster (default: in this process). Env: RAY_ADDRESS.")
 @exits_on_error
-def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_transport, socket_timeout, max_retries,
-         model_options, as_json, address):
-    """Follow a live source (an RTSP camera, any stream PyAV opens, or a file): newest frame first.
+def live(sources, sources_file, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_transport, socket_timeout,
+         max_retries, model_options, as_json, address):
+    """Follow live sources (RTSP cameras, any stream PyAV opens, or files): newest frame first.
 
-    Frames the models cannot keep up with are dropped and counted, never queued, so results stay
-    current. A stream that drops is reconnected. A file is replayed frame by frame, every frame in
-    order (the same rows as `emoray run`), or at its frame rate like a camera with --realtime.
-    Ctrl-C, SIGTERM or --duration stop it: what is buffered is written, and a summary (frames
-    received, processed, dropped, reconnects, latency p50/p95/max) is printed.
+    Many sources share one set of models: the newest frame of every source goes through one detector batch
+    and one classifier batch, then through that source's own tracker, persons and outputs. Frames the
+    models cannot keep up with are dropped and counted, never queued, so results stay current. A stream
+    that drops is reconnected; one that fails for good is reported while the others go on. A file is
+    replayed frame by frame, every frame in order (the same rows as `emoray run`), or at its frame rate
+    like a camera with --realtime. Ctrl-C, SIGTERM or --duration stop it: what is buffered is written, and
+    a summary per source (frames received, processed, dropped, reconnects, latency p50/p95/max) is printed;
+    the exit code is 1 when any source failed.
 
     \b
     Examples:
       emoray live rtsp://camera.local:554/stream -o live-out/
+      emoray live rtsp://cam1/stream rtsp://cam2/stream --serve 8080   # both in one grid
+      emoray live --sources cameras.txt -o live-out/ --jsonl | jq -c '[.source, .faces[].emotion]'
       emoray live rtsp://127.0.0.1:8554/stream --jsonl --duration 60 | jq .faces
-      emoray live rtsp://cam/stream --serve 8080        # then open http://127.0.0.1:8080/
       emoray live clip.mp4 --realtime --serve 8080
       emoray live session.mp4 -o replay/                # every frame of a recorded session
     """
-    from pipeline.live import open_session
+    from pipeline.live import open_session, read_sources, session_summary
     from pipeline.sources.live import LiveSourceOptions
     from pipeline.stopping import stop_on_signals
 
+    given = [(source, None) for source in sources] + (read_sources(Path(sources_file)) if sources_file else [])
+    if not given:
+        raise click.UsageError("no source: give SOURCE... or --sources FILE")
     serve_address = _host_port(serve)
     if output is None and not jsonl and serve_address is None:
         raise click.UsageError("nothing to write: give -o OUT, --jsonl or --serve")
@@ -231,21 +240,27 @@ def live(source, output, jsonl, serve, roll_seconds, duration, realtime, rtsp_tr
 
             connect(address)
         try:
-            session, server = open_session(source, Path(output) if output else None, options, reader_options=reader_options,
+            session, server = open_session(given, Path(output) if output else None, options, reader_options=reader_options,
                                            jsonl=jsonl, serve=serve_address, roll_seconds=roll_seconds, use_ray=bool(address))
         except OSError as error:  # e.g. the --serve port is taken
             click.echo(f"emoray: cannot start live mode: {error}", err=True)
             sys.exit(EXIT_FAILED)
         if server is not None:
+            held.callback(server.close)
             click.echo(f"preview: {server.url}", err=True)
+        held.callback(session.models.close)
         with stop_on_signals() as signals:  # the first SIGINT or SIGTERM ends the session cleanly
-            session.reader.start()
+            session.start()
             stats = session.run(signals.request, duration)
+    summary = session_summary(stats)
     if as_json:
-        click.echo(json.dumps(stats.to_dict()))
+        click.echo(json.dumps(summary))
+        for source in stats:  # the failures are told on stderr too, where a pipe's reader does not look
+            if source.error:
+                click.echo(f"emoray: {source.error}", err=True)
     else:
-        click.echo(stats.format(), err=True)
-    sys.exit(EXIT_FAILED if stats.error else EXIT_OK)
+        click.echo("\n".join(source.format() for source in stats), err=True)
+    sys.exit(EXIT_FAILED if any(source.error for source in stats) else EXIT_OK)
 
 
 @main.command()
@@ -372,42 +387,54 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
 @click.option("--quick", is_flag=True, help="A smoke run: one resolution, 2 s clips, long factor 3.")
 @click.option("--only", type=click.Choice(["batch", "live"]), default=None, help="Run one part (default: both).")
 @click.option("--live-seconds", type=FiniteFloatRange(min=1), default=60.0, show_default=True,
-              help="Length of the live run at 640x360 that checks latency and memory do not grow.")
+              help="Length of the live run at 640x360 that checks latency and memory do not grow (with --streams: of each run).")
+@click.option("--streams", type=click.IntRange(min=1), default=None,
+              help="Live: follow this many local RTSP cameras (640x360, 10 fps) at once, beside one alone; one is "
+                   "down for 6 s a third of the way in.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @address_option
 @exits_on_error
-def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backend, quick, only, live_seconds, as_json,
-          address):
+def bench(resolutions, seconds, long_factor, det_size, batch_size, device, backend, quick, only, live_seconds, streams,
+          as_json, address):
     """Measure batch throughput and peak memory, and live-mode latency against a local RTSP server.
 
     Batch: clips are made from the demo content; each stage is timed alone, then the real pipeline
     runs end to end (annotation off, then on), and peak memory is compared on a 10x longer clip.
     Live (needs GStreamer's RTSP server, `make system-deps`): capture-to-result latency p50/p95 at
-    640x360 and 1280x720 against the bare model time of one frame, and growth over --live-seconds.
+    640x360 and 1280x720 against the bare model time of one frame, and growth over --live-seconds; with
+    --streams N, N cameras through one session beside one camera alone (each stream's share of frames
+    processed, latency, reconnects, peak memory).
 
     \b
     Examples:
       emoray bench
       emoray bench --quick --only batch
       emoray bench --only live --live-seconds 120
+      emoray bench --only live --streams 4 --live-seconds 45
       emoray bench --resolutions 1280x720 --seconds 20 --json > bench.json
     """
     from pipeline.bench.batch import run_bench
     from pipeline.bench.report import format_report
     from pipeline.bench.live import format_live_report, run_live_bench
+    from pipeline.bench.streams import format_streams_report, run_streams_bench
 
     result: dict = {}
     if only != "live":
         result = run_bench(resolutions=resolutions, seconds=seconds, long_factor=long_factor, det_size=det_size,
                            batch_size=batch_size, device=device, backend=backend, address=address, quick=quick)
-    if only != "batch":
+    if only != "batch" and streams:
+        result["streams"] = run_streams_bench(streams=streams, seconds=10.0 if quick else live_seconds,
+                                              workdir=registry.home() / "bench", device=device, backend=backend)
+    elif only != "batch":
         result["live"] = run_live_bench(seconds=5.0 if quick else 20.0, long_seconds=10.0 if quick else live_seconds,
                                         workdir=registry.home() / "bench", device=device, backend=backend)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
     reports = [format_report(result)] if only != "live" else []
-    click.echo("\n\n".join(reports + ([format_live_report(result["live"])] if "live" in result else [])))
+    reports += [format_live_report(result["live"])] if "live" in result else []
+    reports += [format_streams_report(result["streams"])] if "streams" in result else []
+    click.echo("\n\n".join(reports))
 
 
 @main.command()

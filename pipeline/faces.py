@@ -31,6 +31,17 @@ def detector_input_size(info: VideoInfo, det_size: int | None) -> tuple[int, int
 
 
 @dataclass
+class Located:
+    """The faces of a batch of frames, before classification: boxes per frame (full-frame pixels), their
+    landmarks and detector scores, and their crops for the classifier."""
+
+    boxes: list[np.ndarray]
+    landmarks: np.ndarray
+    scores: np.ndarray
+    crops: np.ndarray
+
+
+@dataclass
 class PendingFaces:
     """A batch of frames whose detection is under way."""
 
@@ -70,30 +81,37 @@ class FaceStep:
 
     def finish(self, pending: PendingFaces) -> FaceBatch:
         """Scale and filter the detections, crop the faces from the full frames and classify them."""
-        frames, scale = pending.frames, self.scale
-        detections = pending.detections.result()
+        located = self.locate(pending.frames, pending.detections.result())
+        crops = located.crops
+        probabilities = (self.models.classify(crops) if len(crops)
+                         else np.zeros((0, len(self.models.labels)), np.float32))
+        return self.assemble(pending, located, probabilities)
+
+    def locate(self, frames: list[DecodedFrame], detections: list[Detections]) -> "Located":
+        """The faces the detector found, in full-frame pixels, past the ``min_face`` filter, and their crops."""
+        scale = self.scale
         keep = [faces.side * min(scale[0], scale[1]) >= self.min_face for faces in detections]
         boxes = [(faces.xyxy[mask] * scale).astype(np.float32) for faces, mask in zip(detections, keep)]
         crops = np.concatenate([crop_faces(self._full(frame), xyxy, self.models.crop_spec)
                                 for frame, xyxy in zip(frames, boxes) if len(xyxy)] or [np.zeros(0, np.uint8)])
-        probabilities = (self.models.classify(crops) if len(crops)
-                         else np.zeros((0, len(self.models.labels)), np.float32))
-        counts = [len(xyxy) for xyxy in boxes]
-        xyxy = np.concatenate(boxes).reshape(-1, 4)
         landmarks = np.concatenate([faces.landmarks[mask] * scale[:2] for faces, mask in zip(detections, keep)]
                                    ).astype(np.float32).reshape(-1, 5, 2)
-        yaw, pitch = quality.head_pose(landmarks)
+        scores = np.concatenate([faces.confidence[mask] for faces, mask in zip(detections, keep)]).astype(np.float32)
+        return Located(boxes, landmarks, scores, crops)
+
+    def assemble(self, pending: PendingFaces, located: "Located", probabilities: np.ndarray) -> FaceBatch:
+        """The ``FaceBatch`` of located faces and their emotion probabilities (and chips, when asked)."""
+        frames = pending.frames
+        xyxy = np.concatenate(located.boxes).reshape(-1, 4)
+        yaw, pitch = quality.head_pose(located.landmarks)
         batch = FaceBatch(
             frame_index=np.array([f.index for f in frames], np.int64),
             pts_time=np.array([f.pts_time for f in frames], np.float64),
-            face_frame=np.repeat([f.index for f in frames], counts).astype(np.int64),
-            xyxy=xyxy,
-            det_score=np.concatenate([faces.confidence[mask] for faces, mask in zip(detections, keep)]).astype(np.float32),
-            landmarks=landmarks,
-            probabilities=probabilities,
+            face_frame=np.repeat([f.index for f in frames], [len(b) for b in located.boxes]).astype(np.int64),
+            xyxy=xyxy, det_score=located.scores, landmarks=located.landmarks, probabilities=probabilities,
             face_px=quality.face_px(xyxy, self.models.crop_spec), yaw=yaw, pitch=pitch,
-            sharpness=quality.sharpness(crops),
-            images=pending.small, image_scale=scale if self.keep_frames else None,
+            sharpness=quality.sharpness(located.crops),
+            images=pending.small, image_scale=self.scale if self.keep_frames else None,
         )
         return self._with_chips(batch, frames) if self.chips else batch
 
@@ -117,3 +135,27 @@ class FaceStep:
         if self.models.crop_spec.channels == 1:
             return frame.to_gray(self.info.rotation)
         return frame.to_rgb(self.info.rotation)
+
+
+def find_faces(work: list[tuple[FaceStep, list[DecodedFrame]]]) -> list[FaceBatch]:
+    """The faces of several streams' frames at once (live mode's newest frame of each camera): one detector
+    call per detector input size, one classifier call for every face; each stream's ``FaceBatch`` in order."""
+    if not work:
+        return []
+    models = work[0][0].models
+    smalls = [np.stack([frame.to_rgb(step.info.rotation, step.input_wh) for frame in frames]) for step, frames in work]
+    detections: list[list[Detections] | None] = [None] * len(work)
+    for shape in {small.shape[1:] for small in smalls}:
+        members = [i for i, small in enumerate(smalls) if small.shape[1:] == shape]
+        found = models.detect(np.concatenate([smalls[i] for i in members])).result()
+        for i in members:
+            detections[i], found = found[:len(smalls[i])], found[len(smalls[i]):]
+    located = [step.locate(frames, found) for (step, frames), found in zip(work, detections)]
+    crops = np.concatenate([where.crops for where in located if len(where.crops)] or [np.zeros(0, np.uint8)])
+    probabilities = (models.classify(crops) if len(crops) else np.zeros((0, len(models.labels)), np.float32))
+    results, at = [], 0
+    for (step, frames), small, where in zip(work, smalls, located):
+        pending = PendingFaces(frames, None, small if step.keep_frames else None)
+        results.append(step.assemble(pending, where, probabilities[at:at + len(where.crops)]))
+        at += len(where.crops)
+    return results

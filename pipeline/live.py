@@ -1,10 +1,11 @@
-"""Live mode: the newest frame of a camera through the face step and the tracker that batch mode uses.
+"""Live mode: the newest frame of each camera through the face step and the path after it that batch mode uses.
 
-One frame at a time, for latency rather than throughput: the reader hands over its newest frame (a
-file without ``--realtime``: every frame, in order), the face step finds and classifies its faces, the
-tracker numbers them, a causal moving average smooths each track's emotions, and every sink gets the result with its capture time and capture-to-result
-latency. The models run in this process by default, or as Ray actors (the very classes batch mode
-uses) when a cluster address is given.
+One frame per source at a time, for latency rather than throughput: each source's reader hands over its
+newest frame (a file without ``--realtime``: every frame, in order); the newest frames of all sources go
+through the face step together (one detector batch, one classifier batch); then each source's own path
+tracks, smooths causally, matches persons, and its sinks get the result with its capture time and
+capture-to-result latency. The models run in this process by default, or as Ray actors (the very classes
+batch mode uses) when a cluster address is given.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from jobs.spec import ModelOptions
 from models.embedding import CHIP_SIZE
-from pipeline.faces import FaceStep
+from pipeline.faces import FaceStep, find_faces
 from pipeline.path import FacePath
 from pipeline.persons.follow import LivePersons
 from pipeline.inference import ActorModels, ClusterPlan, LocalModels, Models
@@ -30,9 +31,8 @@ from pipeline.preview import PreviewServer
 from pipeline.results import FaceBatch
 from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
 from pipeline.shots import ShotCutter, frame_signature
-from pipeline.sinks.live_parquet import RollingPartsWriter
-from pipeline.sources.file import VideoInfo
-from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceOptions, live_info
+from pipeline.sinks.live_parquet import RollingPartsWriter, new_session_id
+from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceError, LiveSourceOptions, live_info
 from pipeline.stopping import StopRequest
 from pipeline.track import LOST_SECONDS
 
@@ -44,7 +44,7 @@ LIVE_FRAME_RATE = 25.0  # what the tracker assumes of a camera (its lost-track b
 
 @dataclass
 class LiveStats:
-    """What a live run did; printed at the end and returned by ``LiveSession.run``."""
+    """What a live session did with one source; printed at the end and returned by ``LiveSession.run``."""
 
     source: str
     seconds: float = 0.0
@@ -73,24 +73,100 @@ class LiveStats:
         return text
 
 
-class LiveSession:
-    """Runs a reader's frames through the face step and the tracker, until stopped, the duration ends, or
-    the source ends or fails; ``results()`` yields each tracked frame, ``run()`` feeds them to the sinks."""
+class LiveSource:
+    """One source of a live session: its reader, and its own path after the face step (tracker, smoother,
+    persons, sinks), shot cuts, counts and latencies.
 
-    def __init__(self, reader: LiveReader, models: Models, sinks: list[LiveSink], options: ModelOptions, *,
-                 keep_frames: bool = False) -> None:
-        self.reader, self.models, self.sinks, self.options = reader, models, sinks, options
-        self.keep_frames = keep_frames
-        # a file's own frame rate, as batch mode; causal smoothing: each frame's rows are final at once
+    Args:
+        reader: the source's reader (not started yet).
+        sinks: where its results go (its Parquet parts, JSON lines, its place on the preview page).
+        models: the session's models (only their labels and ``embed`` are used here).
+        name: what the source is called in results and outputs (default: its redacted URL).
+    """
+
+    def __init__(self, reader: LiveReader, sinks: list[LiveSink], models: Models, options: ModelOptions, *,
+                 name: str | None = None, keep_frames: bool = False) -> None:
+        self.reader, self.sinks, self.models, self.options = reader, sinks, models, options
+        self.name, self.keep_frames = name or reader.name, keep_frames
         persons = LivePersons(models.embed, LOST_SECONDS) if options.persons != "off" else None
+        # a file's own frame rate, as batch mode; causal smoothing: each frame's rows are final at once
         self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=reader.fps or LIVE_FRAME_RATE,
                              smoothing_seconds=options.smoothing_seconds, causal=True, persons=persons)
         self.shots = ShotCutter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.max_latency = 0.0
-        self.stats = LiveStats(reader.name)
+        self.stats = LiveStats(self.name)
+        self.closed = False
         self._step: FaceStep | None = None
+        self._started = time.monotonic()
+
+    def face_step(self, frame: LiveFrame) -> FaceStep:
+        """The face step for this source's frames (made again if the picture's size changes)."""
+        info, step = live_info(frame, self.reader), self._step
+        if step is None or (step.info.width, step.info.height, step.info.rotation) != (info.width, info.height, info.rotation):
+            step = self._step = FaceStep(self.models, info, det_size=self.options.det_size,
+                                         min_face=self.options.min_face, keep_frames=self.keep_frames,
+                                         chips=self.options.persons != "off")
+        return step
+
+    def after_faces(self, frame: LiveFrame, faces: FaceBatch) -> FaceBatch:
+        """One frame's faces through this source's path: tracked and smoothed over their tracks so far, with
+        its capture time, latency (capture to classified faces) and shot; its sinks have it on return."""
+        decoded = frame.decoded
+        cut = self.shots.update_frame(decoded.index, decoded.pts_time, frame_signature(decoded))
+        faces = replace(faces, capture_time=np.array([frame.capture_time], np.float64),
+                        latency_ms=np.array([(time.time() - frame.capture_time) * 1000.0], np.float32),
+                        shot=np.array([len(self.shots.cut_frames)], np.int64))
+        # a file's clock is its timestamps (a replay smooths as the recording ran); a camera's is when frames arrive
+        clock = frame.capture_time if self.reader.stream else decoded.pts_time
+        batch = self.path.write(faces, cuts={decoded.index} if cut else set(), clock=np.array([clock], np.float64))
+        latency = float(batch.latency_ms[0])
+        self.stats.processed += 1
+        self.stats.faces += len(batch)
+        self.latencies.append(latency)
+        self.max_latency = max(self.max_latency, latency)
+        return batch
+
+    def close(self, error: str | None = None) -> None:
+        """Stop reading, write what is buffered and complete the counts (once); ``error``: why it stopped early."""
+        if self.closed:
+            return
+        self.closed = True
+        self.reader.close()
+        try:
+            self.path.close()
+        except Exception as failure:  # noqa: BLE001  (e.g. a closed pipe: the other sinks still closed)
+            log.warning("%s: closing its outputs: %s", self.name, failure)
+        stats, reader = self.stats, self.reader
+        stats.seconds = time.monotonic() - self._started
+        stats.received, stats.dropped, stats.reconnects = reader.received, reader.dropped, reader.reconnects
+        stats.error = error or (str(reader.error) if reader.error else None)
+        if self.latencies:
+            values = np.fromiter(self.latencies, float)
+            stats.latency_ms = {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
+                                "max": self.max_latency}
+        stats.parts = [path for sink in self.sinks if isinstance(sink, RollingPartsWriter) for path in sink.paths]
+
+
+class LiveSession:
+    """Follows one or many sources with one set of models: the newest frame of every source that has one goes
+    through one face step (one detector call per input size, one classifier call), then through that
+    source's own path. Each round takes at most one frame of each source, so a fast camera never starves a
+    slow one; a source that fails or ends is closed alone and the others go on.
+
+    ``results()`` yields (source, its tracked frame) as they come; ``run()`` just feeds the sinks.
+    """
+
+    def __init__(self, sources: list[LiveSource], models: Models, options: ModelOptions) -> None:
+        self.sources, self.models, self.options = sources, models, options
+        self.ready = threading.Event()  # set by every reader when it has a frame or ends
+        for source in sources:
+            source.reader.ready = self.ready
         self._closed = False
+
+    def start(self) -> None:
+        for source in self.sources:
+            source.reader.start()
 
     def warm_up(self, size_wh: tuple[int, int] = (640, 360)) -> None:
         """Run the models once on a blank frame, so the first real frame does not pay for lazy set-up."""
@@ -100,90 +176,62 @@ class LiveSession:
         if self.options.persons != "off":
             self.models.embed(np.zeros((1, CHIP_SIZE, CHIP_SIZE, 3), np.uint8))
 
-    def process(self, frame: LiveFrame) -> FaceBatch:
-        """The faces of one frame, tracked and smoothed over their tracks so far, with its capture time and
-        latency (capture to classified faces); the sinks have it when this returns."""
-        step = self._face_step(live_info(frame, self.reader))
-        faces = step([frame.decoded])
-        decoded = frame.decoded
-        cut = self.shots.update_frame(decoded.index, decoded.pts_time, frame_signature(decoded))
-        faces = replace(faces, capture_time=np.array([frame.capture_time], np.float64),
-                        latency_ms=np.array([(time.time() - frame.capture_time) * 1000.0], np.float32),
-                        shot=np.array([len(self.shots.cut_frames)], np.int64))
-        # a file's clock is its timestamps (a replay smooths as the recording ran); a camera's is when frames arrive
-        clock = frame.capture_time if self.reader.stream else decoded.pts_time
-        return self.path.write(faces, cuts={decoded.index} if cut else set(), clock=np.array([clock], np.float64))
-
     def results(self, stop: StopRequest | threading.Event | None = None,
-                duration: float | None = None) -> Iterator[FaceBatch]:
-        """Each processed frame's tracked faces, as they come, until stopped, ``duration`` or the end of the source."""
+                duration: float | None = None) -> Iterator[tuple[LiveSource, FaceBatch]]:
+        """Each processed frame of every source, until stopped, ``duration``, or every source has ended."""
         stop = stop or threading.Event()
         started = time.monotonic()
         while not stop.is_set():
             remaining = None if duration is None else duration - (time.monotonic() - started)
             if remaining is not None and remaining <= 0:
                 break
-            frame = self.reader.take(timeout=min(0.5, remaining) if remaining is not None else 0.5)
-            if frame is None and self.reader.ended:
-                frame = self.reader.take(timeout=0)  # the last frame may have come with the end
-                if frame is None:
+            self.ready.clear()  # before looking: a frame that comes meanwhile sets it again
+            frames = [(source, frame) for source in self.sources if not source.closed
+                      and (frame := source.reader.take(timeout=0)) is not None]
+            for source in [s for s in self.sources if not s.closed and s.reader.ended]:
+                if not any(taken is source for taken, _ in frames):
+                    source.close()  # ended, its last frame taken: its outputs are written now
+            if not frames:
+                if all(source.closed for source in self.sources):
                     break
-            if frame is None:
+                self.ready.wait(min(0.5, remaining) if remaining is not None else 0.5)
                 continue
-            batch = self.process(frame)
-            self._record(batch)
-            yield batch
+            yield from self._process(frames)
 
-    def run(self, stop: StopRequest | threading.Event | None = None, duration: float | None = None) -> LiveStats:
-        """Process until stopped (every result goes to the sinks); then flush them and return what was done."""
-        started = time.monotonic()
+    def run(self, stop: StopRequest | threading.Event | None = None, duration: float | None = None) -> list[LiveStats]:
+        """Process until stopped (every result goes to its source's sinks); then flush them all."""
         try:
             for _ in self.results(stop, duration):
                 pass
         finally:
             self.close()
-            self.stats.seconds = time.monotonic() - started
-        return self.stats
+        return [source.stats for source in self.sources]
 
     def close(self) -> None:
-        """Stop the reader, close the sinks and complete the stats (once)."""
+        """Close every source (its reader and sinks), once."""
         if self._closed:
             return
         self._closed = True
+        for source in self.sources:
+            source.close()
+
+    def _process(self, frames: list[tuple[LiveSource, LiveFrame]]) -> Iterator[tuple[LiveSource, FaceBatch]]:
+        """The faces of one frame of each source, found together; a source whose frame cannot be processed
+        (its step raised) is closed with the reason, the others go on."""
         try:
-            self.reader.close()
-            try:
-                self.path.close()
-            except Exception as error:  # noqa: BLE001  (e.g. a closed pipe: the other sinks still closed)
-                log.warning("closing the live outputs: %s", error)
-        finally:
-            self.models.close()
-            self._finish()
-
-    def _face_step(self, info: VideoInfo) -> FaceStep:
-        step = self._step
-        if step is None or (step.info.width, step.info.height, step.info.rotation) != (info.width, info.height, info.rotation):
-            step = self._step = FaceStep(self.models, info, det_size=self.options.det_size,
-                                         min_face=self.options.min_face, keep_frames=self.keep_frames,
-                                         chips=self.options.persons != "off")
-        return step
-
-    def _record(self, batch: FaceBatch) -> None:
-        latency = float(batch.latency_ms[0])
-        self.stats.processed += 1
-        self.stats.faces += len(batch)
-        self.latencies.append(latency)
-        self.max_latency = max(self.max_latency, latency)
-
-    def _finish(self) -> None:
-        stats, reader = self.stats, self.reader
-        stats.received, stats.dropped, stats.reconnects = reader.received, reader.dropped, reader.reconnects
-        stats.error = str(reader.error) if reader.error else None
-        if self.latencies:
-            values = np.fromiter(self.latencies, float)
-            stats.latency_ms = {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)),
-                                "max": self.max_latency}
-        stats.parts = [path for sink in self.sinks if isinstance(sink, RollingPartsWriter) for path in sink.paths]
+            found = find_faces([(source.face_step(frame), [frame.decoded]) for source, frame in frames])
+        except Exception:  # noqa: BLE001  (one source's odd frame must not stop the others: find which)
+            found = []
+            for source, frame in frames:
+                try:
+                    found += find_faces([(source.face_step(frame), [frame.decoded])])
+                except Exception as error:  # noqa: BLE001
+                    log.warning("%s: %s", source.name, error)
+                    source.close(error=f"{source.name}: {error}")
+                    found.append(None)
+        for (source, frame), faces in zip(frames, found):
+            if faces is not None and not source.closed:
+                yield source, source.after_faces(frame, faces)
 
 
 def load_models(options: ModelOptions, *, use_ray: bool = False) -> Models:
@@ -197,24 +245,65 @@ def load_models(options: ModelOptions, *, use_ray: bool = False) -> Models:
     return ActorModels.start(options, plan)
 
 
-def open_session(source: str, out: Path | None, options: ModelOptions, *,
+def open_session(sources: list[tuple[str, str | None]], out: Path | None, options: ModelOptions, *,
                  reader_options: LiveSourceOptions = LiveSourceOptions(), jsonl: bool = False,
                  serve: tuple[str, int] | None = None, roll_seconds: float = 10.0, use_ray: bool = False,
                  jsonl_stream: TextIO = sys.stdout) -> tuple[LiveSession, PreviewServer | None]:
-    """Everything ``emoray live`` needs, wired: reader, models, sinks. The reader is not started yet."""
-    reader = LiveReader(source, reader_options)
+    """Everything ``emoray live`` needs, wired: a reader and sinks per (URL or path, name or None) source, one
+    set of models. The readers are not started yet (``LiveSession.start``)."""
+    readers = [(LiveReader(url, reader_options), name) for url, name in sources]
+    names = [name or reader.name for reader, name in readers]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise LiveSourceError(f"two sources are both called {twice!r}: give each a name of its own")
     models = load_models(options, use_ray=use_ray)
-    sinks: list[LiveSink] = []
-    if out is not None:
-        metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": reader.name}
-        sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
-                                        min_episode_seconds=options.min_episode_seconds))
-    if jsonl:
-        sinks.append(JsonLinesSink(models.labels, reader.name, jsonl_stream))
-    server = None
-    if serve is not None:
-        server = PreviewServer(serve[0], serve[1], models.labels, reader.name).start()
-        sinks.append(PreviewSink(server, models.labels))
-    session = LiveSession(reader, models, sinks, options, keep_frames=server is not None)
+    session_id = new_session_id()
+    server = PreviewServer(serve[0], serve[1], models.labels, names).start() if serve is not None else None
+    live_sources = []
+    for slot, ((reader, _), name) in enumerate(zip(readers, names)):
+        sinks: list[LiveSink] = []
+        if out is not None:
+            metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": name}
+            sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
+                                            min_episode_seconds=options.min_episode_seconds, name=name,
+                                            session_id=session_id))
+        if jsonl:
+            sinks.append(JsonLinesSink(models.labels, name, jsonl_stream))
+        if server is not None:
+            sinks.append(PreviewSink(server, models.labels, slot=slot))
+        live_sources.append(LiveSource(reader, sinks, models, options, name=name, keep_frames=server is not None))
+    session = LiveSession(live_sources, models, options)
     session.warm_up()
     return session, server
+
+
+def read_sources(path: Path) -> list[tuple[str, str | None]]:
+    """The (URL or path, name or None) of each source listed in a ``--sources`` file: one a line, the name
+    after the URL, blank lines and ``#`` comments skipped.
+
+    Raises:
+        LiveSourceError: a line holds more than a source and a name, or two sources share a name.
+    """
+    sources = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise LiveSourceError(f"{path}:{number}: expected 'URL [NAME]', but got {line.strip()!r}")
+        sources.append((fields[0], fields[1] if len(fields) == 2 else None))
+    names = [name for _, name in sources if name]
+    if len(set(names)) != len(names):
+        raise LiveSourceError(f"{path}: two sources have the same name")
+    return sources
+
+
+def session_summary(stats: list[LiveStats]) -> dict:
+    """The ``--json`` summary: each source's counts and latency (``sources``), and their totals; with one
+    source, its own figures at the top level too."""
+    totals = {key: sum(getattr(source, key) for source in stats) for key in ("received", "processed", "dropped",
+                                                                              "reconnects", "faces")}
+    errors = [source.error for source in stats if source.error]
+    summary = {"sources": [source.to_dict() for source in stats], **totals, "error": errors[0] if errors else None,
+               "seconds": max((source.seconds for source in stats), default=0.0)}
+    return stats[0].to_dict() | summary if len(stats) == 1 else summary

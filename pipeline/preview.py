@@ -1,11 +1,13 @@
-"""``emoray live --serve``: a small web page with the live annotated picture (MJPEG) and each track's smoothed emotion.
+"""``emoray live --serve``: a small web page with each source's live annotated picture (MJPEG) and each track's
+smoothed emotion, in a grid.
 
 Standard library HTTP server in background threads. The processing loop only hands over the newest
 frame and its faces; drawing and JPEG encoding happen in the server threads, once per frame however
 many viewers there are, and only while someone is watching.
 
-Endpoints: ``/`` the page, ``/stream.mjpg`` the picture, ``/frame.jpg`` one picture, ``/faces.json``
-the faces of the newest frame.
+Endpoints: ``/`` the page (a grid of every source), ``/stream/<i>.mjpg`` source ``i``'s picture,
+``/frame/<i>.jpg`` one picture, ``/faces.json`` each source's newest frame and faces (the first source's
+also at ``/stream.mjpg`` and ``/frame.jpg``).
 
 Only requests whose ``Host`` header names the served address are answered (see ``host_allowed``), so
 a web page elsewhere cannot read the preview through DNS rebinding.
@@ -34,39 +36,45 @@ PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>emoray live: {title}</title>
 <style>
  body {{ font-family: system-ui, sans-serif; margin: 1rem; background: #111; color: #eee; }}
- main {{ display: flex; gap: 1rem; align-items: flex-start; flex-wrap: wrap; }}
- img {{ max-width: 100%; background: #000; }}
- li {{ list-style: none; margin: .2rem 0; font-size: 1.2rem; }}
- #status {{ color: #999; }} bdi {{ overflow-wrap: anywhere; }}
+ main {{ display: grid; gap: 1rem; grid-template-columns: repeat(auto-fill, minmax({column}, 1fr)); }}
+ figure {{ margin: 0; }} img {{ max-width: 100%; background: #000; }}
+ li {{ list-style: none; margin: .2rem 0; font-size: 1.1rem; }}
+ .status {{ color: #999; }} bdi {{ overflow-wrap: anywhere; }}
 </style></head>
-<body><h1>emoray live</h1><p id="status">{source}<span id="state"></span></p>
-<main><img id="picture" src="/stream.mjpg" alt="live annotated picture">
-<section><h2>Faces</h2><ul id="faces">{faces}</ul></section></main>
+<body><h1>emoray live</h1>
+<main>{sources}</main>
 <script>
-const picture = document.getElementById("picture");
-picture.addEventListener("load", () => {{
-  picture.dataset.size = picture.naturalWidth + "x" + picture.naturalHeight;
-}});
+for (const picture of document.querySelectorAll("img.picture")) {{
+  picture.addEventListener("load", () => {{
+    picture.dataset.size = picture.naturalWidth + "x" + picture.naturalHeight;
+  }});
+}}
 async function refresh() {{
   try {{
-    const state = await (await fetch("/faces.json", {{cache: "no-store"}})).json();
-    const list = document.getElementById("faces");
-    list.replaceChildren(...state.faces.map(face => {{
-      const item = document.createElement("li");
-      item.className = "face";
-      const emotion = face.smoothed_emotion || face.emotion, score = face.smoothed_score ?? face.emotion_score;
-      const who = face.person_id == null ? "#" + face.track_id : "person " + face.person_id + " (#" + face.track_id + ")";
-      item.textContent = who + " " + emotion + " " + score.toFixed(2) + " (now " + face.emotion + ")";
-      return item;
-    }}));
-    document.getElementById("state").textContent =
-      " · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
-  }} catch (error) {{ document.getElementById("state").textContent = " · disconnected"; }}
+    const states = (await (await fetch("/faces.json", {{cache: "no-store"}})).json()).sources;
+    states.forEach((state, index) => {{
+      document.getElementById("faces-" + index).replaceChildren(...state.faces.map(face => {{
+        const item = document.createElement("li");
+        item.className = "face";
+        const emotion = face.smoothed_emotion || face.emotion, score = face.smoothed_score ?? face.emotion_score;
+        const who = face.person_id == null ? "#" + face.track_id : "person " + face.person_id + " (#" + face.track_id + ")";
+        item.textContent = who + " " + emotion + " " + score.toFixed(2) + " (now " + face.emotion + ")";
+        return item;
+      }}));
+      document.getElementById("state-" + index).textContent = state.frame == null ? " · waiting" :
+        " · frame " + state.frame + " · latency " + state.latency_ms.toFixed(0) + " ms";
+    }});
+  }} catch (error) {{
+    for (const state of document.querySelectorAll(".state")) state.textContent = " · disconnected";
+  }}
 }}
 setInterval(refresh, 300);
 refresh();
 </script></body></html>
 """
+SOURCE = """<figure><img class="picture" id="picture{suffix}" src="/stream{path}.mjpg" alt="live annotated picture">
+<figcaption><p class="status" id="status-{index}">{title}<span class="state" id="state-{index}"></span></p>
+<ul id="faces-{index}">{faces}</ul></figcaption></figure>"""
 
 
 @dataclass
@@ -79,23 +87,28 @@ class _Latest:
     state: dict
 
 
-def _who(face: dict) -> str:
-    """A face's line on the page: its person once live mode matched it, and its track."""
-    track = f"#{face['track_id']}"
-    return track if face.get("person_id") is None else f"person {face['person_id']} ({track})"
+@dataclass
+class _Slot:
+    """One source's newest frame, and its JPEG once encoded."""
+
+    title: str
+    latest: _Latest | None = None
+    encoded: tuple[int, bytes] | None = None
 
 
 class PreviewServer:
-    """Serves the newest annotated frame and its faces at ``http://host:port/``.
+    """Serves the newest annotated frame and faces of each source at ``http://host:port/``, as a grid.
 
     ``port`` 0 picks a free port (see ``url``). ``publish`` is cheap: it stores references only.
+    Endpoints: ``/`` the page, ``/stream/<i>.mjpg`` and ``/frame/<i>.jpg`` source ``i``'s picture
+    (``/stream.mjpg`` and ``/frame.jpg``: the first source's), ``/faces.json`` every source's newest frame
+    and faces (``sources``; the first source's also at the top level).
     """
 
-    def __init__(self, host: str, port: int, labels: list[str], title: str, jpeg_quality: int = 80) -> None:
+    def __init__(self, host: str, port: int, labels: list[str], titles: str | list[str], jpeg_quality: int = 80) -> None:
         self.labels, self.jpeg_quality = list(labels), jpeg_quality
-        self._title = title
-        self._latest: _Latest | None = None
-        self._encoded: tuple[int, bytes] | None = None
+        titles = [titles] if isinstance(titles, str) else list(titles)
+        self._slots = [_Slot(title) for title in titles]
         self._condition = threading.Condition()
         self._closed = False
         self._server = ThreadingHTTPServer((host, port), self._handler())
@@ -114,43 +127,68 @@ class PreviewServer:
 
     def close(self) -> None:
         with self._condition:
+            if self._closed:
+                return
             self._closed = True
             self._condition.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
     def publish(self, sequence: int, image: np.ndarray, xyxy: np.ndarray, probabilities: np.ndarray,
-                track_ids: np.ndarray, state: dict) -> None:
-        """Make this frame (RGB), its faces (boxes in its pixels) and ``state`` (for /faces.json) the newest."""
+                track_ids: np.ndarray, state: dict, *, slot: int = 0) -> None:
+        """Make this frame (RGB), its faces (boxes in its pixels) and ``state`` (for /faces.json) source
+        ``slot``'s newest."""
         with self._condition:
-            self._latest = _Latest(sequence, image, xyxy, probabilities, track_ids, state)
+            self._slots[slot].latest = _Latest(sequence, image, xyxy, probabilities, track_ids, state)
             self._condition.notify_all()
 
     def _page(self) -> bytes:
-        """The page with the current faces already listed (the script keeps the list fresh)."""
-        items = "".join(f'<li class="face">{_escape(_who(face))} {_escape(face.get("smoothed_emotion", face["emotion"]))} '
-                        f'{_escape(format(face.get("smoothed_score", face["emotion_score"]), ".2f"))} '
-                        f'(now {_escape(face["emotion"])})</li>' for face in self._state()["faces"])
-        return PAGE.format(title=html_text.isolated(self._title), source=html_text.text(self._title), faces=items).encode()
+        """The page with each source's current faces already listed (the script keeps the lists fresh)."""
+        sources = []
+        for index, (slot, state) in enumerate(zip(self._slots, self._states())):
+            items = "".join(f'<li class="face">{_escape(_who(face))} {_escape(face.get("smoothed_emotion", face["emotion"]))} '
+                            f'{_escape(format(face.get("smoothed_score", face["emotion_score"]), ".2f"))} '
+                            f'(now {_escape(face["emotion"])})</li>' for face in state["faces"])
+            sources.append(SOURCE.format(suffix="" if index == 0 else f"-{index}", path="" if index == 0 else f"/{index}",
+                                         title=html_text.text(slot.title), index=index, faces=items))
+        title = " · ".join(slot.title for slot in self._slots)
+        column = "480px" if len(self._slots) > 1 else "100%"
+        return PAGE.format(title=html_text.isolated(title), column=column, sources="\n".join(sources)).encode()
 
-    def _state(self) -> dict:
+    def _states(self) -> list[dict]:
         with self._condition:
-            return self._latest.state if self._latest else {"frame": None, "latency_ms": 0.0, "faces": []}
+            return [slot.latest.state if slot.latest else {"frame": None, "latency_ms": 0.0, "faces": []}
+                    for slot in self._slots]
 
-    def _jpeg(self, after: int | None, timeout: float = 5.0) -> tuple[int, bytes] | None:
-        """The JPEG of the newest frame newer than ``after`` (waits for one), encoded once per frame."""
+    def _faces_json(self) -> dict:
+        states = [state | {"source": slot.title} for slot, state in zip(self._slots, self._states())]
+        return states[0] | {"sources": states}
+
+    def _jpeg(self, slot: int, after: int | None, timeout: float = 5.0) -> tuple[int, bytes] | None:
+        """The JPEG of a source's newest frame newer than ``after`` (waits for one), encoded once per frame."""
+        place = self._slots[slot]
         with self._condition:
-            newer = lambda: self._closed or (self._latest is not None and self._latest.sequence != after)
+            newer = lambda: self._closed or (place.latest is not None and place.latest.sequence != after)
             if not self._condition.wait_for(newer, timeout) or self._closed:
                 return None
-            latest = self._latest
-            if self._encoded and self._encoded[0] == latest.sequence:
-                return self._encoded
+            latest = place.latest
+            if place.encoded and place.encoded[0] == latest.sequence:
+                return place.encoded
         drawn = draw_faces(latest.image, latest.xyxy, latest.probabilities, self.labels, latest.track_ids)
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         with self._condition:
-            self._encoded = (latest.sequence, data.tobytes())
-            return self._encoded
+            place.encoded = (latest.sequence, data.tobytes())
+            return place.encoded
+
+    def _slot_of(self, path: str, name: str, suffix: str) -> int | None:
+        """Which source ``/name.suffix`` (0) or ``/name/<i>.suffix`` asks for; None when none."""
+        if path == f"/{name}.{suffix}":
+            return 0
+        prefix = f"/{name}/"
+        if path.startswith(prefix) and path.endswith(f".{suffix}") and path[len(prefix):-len(suffix) - 1].isdigit():
+            index = int(path[len(prefix):-len(suffix) - 1])
+            return index if index < len(self._slots) else None
+        return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         preview = self
@@ -161,17 +199,18 @@ class PreviewServer:
 
             def do_GET(self) -> None:  # noqa: N802 (the http.server name)
                 path = self.path.split("?")[0]
+                frame_slot, stream_slot = preview._slot_of(path, "frame", "jpg"), preview._slot_of(path, "stream", "mjpg")
                 if not host_allowed(self.headers.get("Host"), preview._hosts):
                     self._send(403, "text/plain", b"forbidden: unexpected Host header")
                 elif path == "/":
                     self._send(200, "text/html; charset=utf-8", preview._page())
                 elif path == "/faces.json":
-                    self._send(200, "application/json", json.dumps(preview._state()).encode())
-                elif path == "/frame.jpg":
-                    frame = preview._jpeg(None)
+                    self._send(200, "application/json", json.dumps(preview._faces_json()).encode())
+                elif frame_slot is not None:
+                    frame = preview._jpeg(frame_slot, None)
                     self._send(200, "image/jpeg", frame[1]) if frame else self._send(503, "text/plain", b"no frame yet")
-                elif path == "/stream.mjpg":
-                    self._stream()
+                elif stream_slot is not None:
+                    self._stream(stream_slot)
                 else:
                     self._send(404, "text/plain", b"not found")
 
@@ -183,7 +222,7 @@ class PreviewServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _stream(self) -> None:
+            def _stream(self, slot: int) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 self.send_header("Cache-Control", "no-store")
@@ -191,7 +230,7 @@ class PreviewServer:
                 sequence = None
                 try:
                     while not preview._closed:
-                        frame = preview._jpeg(sequence)
+                        frame = preview._jpeg(slot, sequence)
                         if frame is None:
                             continue  # no new frame yet (e.g. the camera is reconnecting): keep the viewer
                         sequence, data = frame
@@ -202,6 +241,12 @@ class PreviewServer:
                     pass  # the viewer went away
 
         return Handler
+
+
+def _who(face: dict) -> str:
+    """A face's line on the page: its person once live mode matched it, and its track."""
+    track = f"#{face['track_id']}"
+    return track if face.get("person_id") is None else f"person {face['person_id']} ({track})"
 
 
 def _escape(value: object) -> str:

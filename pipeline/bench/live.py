@@ -26,7 +26,7 @@ from jobs.spec import ModelOptions
 from pipeline.bench.camera import RtspServer, rtsp_server_missing
 from pipeline.faces import FaceStep
 from pipeline.inference import LocalModels
-from pipeline.live import LiveSession
+from pipeline.live import LiveSession, LiveSource
 from pipeline.results import FaceBatch
 from pipeline.samples import make_clip
 from pipeline.sinks.live_parquet import RollingPartsWriter
@@ -87,24 +87,39 @@ def _follow(url: str, models: LocalModels, options: ModelOptions, seconds: float
     reader = LiveReader(url, LiveSourceOptions(timeout=5.0, max_retries=3))
     writer = RollingPartsWriter(out, reader.name, models.labels, {"bench": True}, roll_seconds=ROLL_SECONDS)
     timeline = _Timeline()
-    session = LiveSession(reader, models, [writer, timeline], options)
-    process = psutil.Process()
-    rss: list[tuple[float, float]] = []
-    stop = threading.Event()
-
-    def sample_rss() -> None:
-        while not stop.wait(0.5):
-            rss.append((time.monotonic() - timeline.started, process.memory_info().rss / 2**20))
-
-    sampler = threading.Thread(target=sample_rss, daemon=True)
-    sampler.start()
-    reader.start()
-    stats = session.run(duration=seconds)
-    stop.set()
-    sampler.join()
+    session = LiveSession([LiveSource(reader, [writer, timeline], models, options)], models, options)
+    with RssSampler() as rss:
+        session.start()
+        (stats,) = session.run(duration=seconds)
     if stats.error or not stats.processed:
         raise LiveBenchError(f"live run on {url} failed: {stats.error or 'no frames processed'}")
-    return stats.to_dict(), timeline.points, rss
+    return stats.to_dict(), timeline.points, [(at - (timeline.started - rss.started), mb) for at, mb in rss.samples]
+
+
+class RssSampler:
+    """This process's RSS every half second while in the block: ``samples`` (seconds since start, MB), ``peak_mb``."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval, self.samples = interval, []
+        self._stop, self._process = threading.Event(), psutil.Process()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append((time.monotonic() - self.started, self._process.memory_info().rss / 2**20))
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.samples), default=self._process.memory_info().rss / 2**20)
 
 
 def run_live_bench(*, resolutions: Sequence[tuple[int, int]] = LIVE_RESOLUTIONS, seconds: float = 20.0,

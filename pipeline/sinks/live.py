@@ -56,16 +56,17 @@ class JsonLinesSink:
 
 
 class PreviewSink:
-    """Feeds the ``--serve`` page: the detector-size picture with boxes scaled to it, and the face list."""
+    """Feeds one source's place on the ``--serve`` page: the detector-size picture with boxes scaled to it, and
+    the face list. The page's server is closed by whoever started it, once every source is done."""
 
-    def __init__(self, server: PreviewServer, labels: list[str]) -> None:
-        self.server, self.labels = server, labels
+    def __init__(self, server: PreviewServer, labels: list[str], *, slot: int = 0) -> None:
+        self.server, self.labels, self.slot = server, labels, slot
 
     def write(self, batch: FaceBatch) -> None:
         frame = int(batch.frame_index[0])
         state = {"frame": frame, "latency_ms": float(batch.latency_ms[0]), "faces": face_records(batch, self.labels)}
         self.server.publish(frame, batch.images[0], batch.xyxy / batch.image_scale, batch.probabilities,
-                            batch.track_id, state)
+                            batch.track_id, state, slot=self.slot)
 
     def close(self) -> None:
-        self.server.close()
+        """Nothing to flush: the page keeps showing the last frame until the server closes."""

@@ -33,9 +33,9 @@ from pipeline.sinks.parquet import (
     EPISODES, FACES, FRAMES, PERSONS, TRACKS, encode_metadata, faces_schema, frames_schema, partition_dir, result_columns,
 )
 
-CAPTURE_TIME, LATENCY_MS, SESSION_ID = "capture_time", "latency_ms", "session_id"
+CAPTURE_TIME, LATENCY_MS, SESSION_ID, SOURCE = "capture_time", "latency_ms", "session_id", "source"
 _LIVE_FIELDS = [pa.field(CAPTURE_TIME, pa.timestamp("us", tz="UTC")), pa.field(LATENCY_MS, pa.float32()),
-                pa.field(SESSION_ID, pa.string())]
+                pa.field(SESSION_ID, pa.string()), pa.field(SOURCE, pa.string())]
 
 
 def stream_id(name: str) -> str:
@@ -56,15 +56,17 @@ class RollingPartsWriter:
     """
 
     def __init__(self, out: Path, source_name: str, labels: list[str], metadata: dict[str, object],
-                 roll_seconds: float = 10.0, *, min_episode_seconds: float = 0.5) -> None:
+                 roll_seconds: float = 10.0, *, min_episode_seconds: float = 0.5, name: str | None = None,
+                 session_id: str | None = None) -> None:
         self.source_name, self.labels, self.roll_seconds = source_name, list(labels), roll_seconds
-        self.video_id = stream_id(source_name)
+        self.name = name or source_name  # the source's name in a session of several (the "source" column)
+        self.video_id = stream_id(self.name)  # the names of a session's sources differ, so do their partitions
         encoded = encode_metadata(metadata)
         self._schemas = {FACES: _with_live_fields(faces_schema(self.labels, encoded)),
                          FRAMES: _with_live_fields(frames_schema(encoded))}
         self.timeline = TimelineTotals(self.labels, min_episode_seconds)
         self._metadata = encoded
-        self.session_id = new_session_id()
+        self.session_id = session_id or new_session_id()  # one for all sources of a session
         self._dirs = {table: partition_dir(Path(out), table, self.video_id)
                       for table in (FACES, FRAMES, TRACKS, EPISODES, PERSONS)}
         self._person_of_track: dict[int, int] = {}
@@ -96,7 +98,8 @@ class RollingPartsWriter:
             (FRAMES, frames, capture, latency),
         ):
             columns = columns | {CAPTURE_TIME: pa.array((capture_times * 1e6).astype(np.int64), pa.timestamp("us", tz="UTC")),
-                                 LATENCY_MS: latencies, SESSION_ID: pa.array([self.session_id] * len(latencies), pa.string())}
+                                 LATENCY_MS: latencies, SESSION_ID: pa.array([self.session_id] * len(latencies), pa.string()),
+                                 SOURCE: pa.array([self.name] * len(latencies), pa.string())}
             target = self._dirs[table] / name
             temporary = target.with_name(f".{name}.tmp")
             pq.write_table(pa.table(columns, schema=self._schemas[table]), temporary)
@@ -118,6 +121,7 @@ class RollingPartsWriter:
             target = self._dirs[table] / f"session-{self.session_id}.parquet"
             temporary = target.with_name(f".{target.name}.tmp")
             rows = rows.append_column(SESSION_ID, pa.array([self.session_id] * rows.num_rows, pa.string()))
+            rows = rows.append_column(SOURCE, pa.array([self.name] * rows.num_rows, pa.string()))
             pq.write_table(rows.replace_schema_metadata(self._metadata), temporary)
             move_into_place(temporary, target)
 

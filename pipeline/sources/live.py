@@ -101,6 +101,7 @@ class LiveReader:
         self._ended = False
         self._condition = threading.Condition()
         self._stopping = threading.Event()
+        self.ready: threading.Event | None = None  # set whenever a frame comes or the source ends (a session's)
         self._thread = threading.Thread(target=self._run, name=f"emoray-live-reader {self.name}", daemon=True)
 
     def __enter__(self) -> "LiveReader":
@@ -144,6 +145,8 @@ class LiveReader:
             self._taken = False
             self.received += 1
             self._condition.notify_all()
+        if self.ready is not None:
+            self.ready.set()
 
     def _open(self) -> av.container.InputContainer:
         # start at once, buffer nothing, never wait on a socket longer than the timeout
@@ -228,6 +231,8 @@ class LiveReader:
         with self._condition:
             self.error, self._ended = error, True
             self._condition.notify_all()
+        if self.ready is not None:
+            self.ready.set()
 
 
 def live_info(frame: LiveFrame, reader: LiveReader) -> VideoInfo:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from jobs.spec import ModelOptions
 from models.datasets import FER_LABELS
-from pipeline.live import LiveSession
+from pipeline.live import LiveSession, LiveSource
 from pipeline.query import connect as query_connect
 from pipeline.sources.live import LiveReader, LiveSourceOptions
 from tests.conftest import shared
@@ -141,18 +141,23 @@ def test_reader_hands_on_the_newest_frame_and_counts_the_rest_as_dropped():
 
 
 def test_models_as_ray_actors_give_the_same_faces(local_ray):
-    """--address runs the very same classes as Ray actors: same faces, same emotions."""
+    """--address runs the very same classes as Ray actors: same faces, same emotions, same tracks."""
     from pipeline.live import load_models
-    from pipeline.sources.file import iter_frames
-    from pipeline.sources.live import LiveFrame
 
     clip = str(shared("videos/two_faces.mp4"))
     options = ModelOptions(emotion_model="mini-xception", device="cpu")
-    frames = [LiveFrame(decoded.index, time.time(), decoded) for decoded in iter_frames(clip, end_time=1.0)]
-    sessions = [LiveSession(LiveReader(clip), load_models(options, use_ray=use_ray), [], options)
-                for use_ray in (False, True)]
-    local, actors = ([session.process(frame) for frame in frames] for session in sessions)
-    assert sum(len(result) for result in local) >= len(frames)  # faces were found
+    runs = []
+    for use_ray in (False, True):
+        models = load_models(options, use_ray=use_ray)
+        session = LiveSession([LiveSource(LiveReader(clip), [], models, options)], models, options)
+        session.start()
+        try:
+            runs.append([batch for _, batch in session.results()])  # a file: every frame, in order
+        finally:
+            session.close()
+            models.close()
+    local, actors = runs
+    assert len(local) == len(actors) == 56 and sum(len(result) for result in local) >= len(local)
     for mine, theirs in zip(local, actors):
         assert len(mine) == len(theirs)
         assert abs(mine.xyxy - theirs.xyxy).max(initial=0) < 1.0
@@ -160,27 +165,33 @@ def test_models_as_ray_actors_give_the_same_faces(local_ray):
         assert (mine.track_id == theirs.track_id).all()
 
 
-def test_preview_page_shows_the_live_picture_and_the_faces(rtsp_server, chromium):
-    with live_process(rtsp_server.url, "--serve", "0", "--duration", "90") as process:
+def test_preview_page_shows_every_source_in_a_grid(rtsp_server, chromium, tmp_path):
+    listing = tmp_path / "cameras.txt"  # one camera under two names: two places on the page
+    listing.write_text(f"# the lab\n{rtsp_server.url} door\n\n{rtsp_server.url} desk  # the second\n")
+    with live_process("--sources", str(listing), "--serve", "0", "--duration", "90") as process:
         line = process.stderr.readline()
         assert line.startswith("preview: http://127.0.0.1:"), line
         page = line.split()[1]
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # until the first faces are out
+        while time.monotonic() < deadline:  # until both have faces out
             state = json.loads(urllib.request.urlopen(page + "faces.json", timeout=5).read())
-            if state["faces"]:
+            if all(source["faces"] for source in state["sources"]):
                 break
             time.sleep(0.5)
-        assert state["faces"] and state["latency_ms"] > 0
-        with urllib.request.urlopen(page + "frame.jpg", timeout=5) as response:
-            picture = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
-        assert picture.shape == (360, 640, 3)
+        assert [source["source"] for source in state["sources"]] == ["door", "desk"]
+        assert all(source["faces"] and source["latency_ms"] > 0 for source in state["sources"])
+        for picture in ("frame.jpg", "frame/1.jpg"):
+            with urllib.request.urlopen(page + picture, timeout=5) as response:
+                image = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape == (360, 640, 3)
         dom, screenshot = chromium(page, timeout=15)
-    assert 'data-size="640x360"' in dom  # the MJPEG picture loaded in the browser
-    faces = re.findall(r'<li class="face">#(\d+) (\w+) ([\d.]+) \(now (\w+)\)</li>', dom)  # smoothed, then raw
+    assert dom.count('data-size="640x360"') == 2  # both MJPEG pictures loaded in the browser
+    assert "door" in dom and "desk" in dom
+    # smoothed, then raw; "person N (#track)" once the track is matched to a person
+    faces = re.findall(r'<li class="face">(?:person \d+ \()?#(\d+)\)? (\w+) ([\d.]+) \(now (\w+)\)</li>', dom)
     assert faces and all(smoothed in FER_LABELS and now in FER_LABELS for _, smoothed, _, now in faces)
     shot = cv2.imread(str(screenshot))
-    assert shot[100:400, 20:660].std() > 20  # a real picture where the stream is, not an empty box
+    assert shot[100:400, 20:500].std() > 20  # a real picture where the first stream is, not an empty box
 
 
 def test_a_frozen_camera_times_out_and_is_reconnected_over_udp(rtsp_server):
