@@ -291,12 +291,16 @@ def list_entries() -> list[dict]:
     for name, (role, path) in SHIPPED.items():
         if not path.is_file():
             continue
-        metrics = checkpoint.load(path, role).get("metrics", {})
+        payload = checkpoint.load(path, role)
+        metrics = payload.get("metrics", {})
+        what = (f"{len(payload['arch_kwargs']['members'])} of emoray's CNNs averaged" if payload["arch"] == "ensemble"
+                else "emoray's own CNN")
         rows.append({
             "name": name, "role": role, "source": "repository: models/weights/" + path.name, "license": "MIT",
             "sha256": sha256_of(path), "cached": True, "size_bytes": path.stat().st_size, "path": str(path),
-            "description": f"emoray's own CNN, FER-2013 val accuracy {metrics.get('val_accuracy', float('nan')):.4f}",
+            "description": f"{what}, FER-2013 val accuracy {metrics.get('val_accuracy', float('nan')):.4f}",
             "metrics": {key: metrics.get(key) for key in ("val_accuracy", "val_macro_f1", "val_ece", "val_ferplus_accuracy",
-                                                          "val_through_detector", "train_data_sha256", "command")},
+                                                          "val_through_detector", "cpu_ms_per_face", "members",
+                                                          "train_data_sha256", "command")},
         })
     return rows

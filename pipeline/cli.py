@@ -48,6 +48,12 @@ def _human_size(size: int | None) -> str:
     return "-" if size is None else f"{size / 1e6:.1f} MB"
 
 
+def _record(metrics: dict) -> tuple[str, str]:
+    """A shipped model's recorded FER-2013 val accuracy and ECE ("-" for the others)."""
+    accuracy, ece = metrics.get("val_accuracy"), metrics.get("val_ece")
+    return ("-" if accuracy is None else f"{100 * accuracy:.2f}%", "-" if ece is None else f"{ece:.3f}")
+
+
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_list(as_json: bool) -> None:
@@ -56,9 +62,10 @@ def models_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    header = ("NAME", "ROLE", "SOURCE", "SHA256", "CACHED", "SIZE")
+    header = ("NAME", "ROLE", "SOURCE", "SHA256", "CACHED", "SIZE", "VAL ACC", "ECE")
     table = [header] + [
-        (r["name"], r["role"], r["source"], r["sha256"][:16] + "…", "yes" if r["cached"] else "no", _human_size(r["size_bytes"]))
+        (r["name"], r["role"], r["source"], r["sha256"][:16] + "…", "yes" if r["cached"] else "no", _human_size(r["size_bytes"]),
+         *_record(r.get("metrics") or {}))
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

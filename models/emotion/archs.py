@@ -103,9 +103,27 @@ class VGGFace48(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+class Ensemble(nn.Module):
+    """Several nets of one input, side by side: their logits stacked, (K * N, classes) for N inputs, so
+    the classifier's graph averages every member's softmax (with one temperature) as it averages views.
+
+    ``members``: each member's ``{"arch": ..., "arch_kwargs": {...}}``, as in its own checkpoint.
+    """
+
+    def __init__(self, members: list[dict]) -> None:
+        super().__init__()
+        if not members or any(member["arch"] == "ensemble" for member in members):
+            raise ValueError("an ensemble needs at least one member, and no member may be an ensemble")
+        self.members = nn.ModuleList([build(member["arch"], **member["arch_kwargs"]) for member in members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member(x) for member in self.members])
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "mini_xception": MiniXception,
     "vgg_face48": VGGFace48,
+    "ensemble": Ensemble,
 }
 
 

@@ -21,14 +21,15 @@ class ClassifierGraph(torch.nn.Module):
         self.register_buffer("temperature", torch.tensor(float(temperature)))  # follows the network's dtype and device
 
     def logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """(views, n, classes) float32 logits: the crops, and their mirror images when ``mirror_average``."""
+        """(views, n, classes) float32 logits: the crops, and their mirror images when ``mirror_average``;
+        an ensemble's members each add theirs (members x views)."""
         planes = crops[:, None] if self.preprocess.channels == 1 else crops.permute(0, 3, 1, 2)
         batch = (planes.to(self.temperature.dtype) / 255.0 - self.preprocess.mean) / self.preprocess.std
         views = 2 if self.preprocess.mirror_average else 1
         if views == 2:
             batch = torch.cat([batch, batch.flip(-1)])
         logits = self.network(batch).float()
-        return logits.reshape(views, crops.shape[0], logits.shape[-1])
+        return logits.reshape(-1, crops.shape[0], logits.shape[-1])
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return (self.logits(crops) / self.temperature.float()).softmax(dim=-1).mean(dim=0)
