@@ -163,6 +163,13 @@ def _run_job(inputs: Path, out: Path, options: RunOptions, monitor: Monitor) -> 
     return result
 
 
+def _steady_fps(short: dict, full: dict) -> float | None:
+    """Frames/s beyond start-up, from two runs (two points on a line); None when the longer run was not
+    slower (a machine busy enough to hide the difference: no figure rather than a wrong one)."""
+    extra_seconds = full["seconds"] - short["seconds"]
+    return (full["frames"] - short["frames"]) / extra_seconds if extra_seconds > 0 else None
+
+
 def _stage_sum_fps(row: dict, classifier_faces_per_s: float) -> float:
     """Frames/s if decode, detection and classification ran one after the other at their own speeds."""
     return 1.0 / (1.0 / row["decode_fps"] + 1.0 / row["detector_fps"] + row["faces_per_frame"] / classifier_faces_per_s)
@@ -176,8 +183,7 @@ def _measure_end_to_end(rows: list[dict], clips: dict, short_clips: dict, focus:
     for row, size in zip(rows, clips):
         short, full = run(short_clips[size]), run(clips[size])
         full_runs[size] = full
-        extra_seconds = full["seconds"] - short["seconds"]  # two points on a line: per-frame cost and start-up
-        steady = (full["frames"] - short["frames"]) / extra_seconds if extra_seconds > 0 else None
+        steady = _steady_fps(short, full)
         stage_sum = _stage_sum_fps(row, classifier_faces_per_s)
         extra_frames = full["frames"] - short["frames"]
         row.update({"end_to_end_fps": steady, "end_to_end_total_fps": full["fps"],
@@ -193,10 +199,10 @@ def _measure_end_to_end(rows: list[dict], clips: dict, short_clips: dict, focus:
     first = next(iter(clips))  # what following persons costs: the first resolution again, tracks only
     tracks_only = dataclasses.replace(options, persons="off")
     short, full = run(short_clips[first], tracks_only), run(clips[first], tracks_only)
-    without = (full["frames"] - short["frames"]) / (full["seconds"] - short["seconds"])
+    without = _steady_fps(short, full)
     return {
         "persons": {"resolution": _name(first), "fps_with": rows[0]["end_to_end_fps"], "fps_without": without,
-                    "ratio": rows[0]["end_to_end_fps"] / without if rows[0]["end_to_end_fps"] else None},
+                    "ratio": rows[0]["end_to_end_fps"] / without if rows[0]["end_to_end_fps"] and without else None},
         "cold_run": {"seconds": cold["seconds"], "frames": cold["frames"], "first_result_s": cold["first_result_s"]},
         "cluster_plan": plain["plan"],
         "annotate": {"resolution": _name(focus), "seconds_without": plain["seconds"],
