@@ -151,6 +151,23 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     assert nms(boxes, scores, 0.99).tolist() == [1, 0, 3, 2]
 
 
+def test_nms_of_many_candidates_equals_the_all_pairs_greedy_loop():
+    """Thousands of overlapping candidates (what an untrained net or a threshold near 0 gives): the same boxes
+    kept, in the same order, as the textbook loop over the full IoU matrix."""
+    generator = np.random.default_rng(0)
+    corners = generator.uniform(0, 200, (1500, 2))
+    boxes = np.concatenate([corners, corners + generator.uniform(5, 60, (1500, 2))], axis=1)
+    scores = generator.uniform(0, 1, 1500)
+    order = np.argsort(-scores, kind="stable")
+    overlaps = box_iou(boxes[order], boxes[order]) > 0.4
+    suppressed, expected = np.zeros(len(order), bool), []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            expected.append(order[i])
+            suppressed |= overlaps[i]
+    assert nms(boxes, scores, 0.4).tolist() == expected
+
+
 def _with_batchnorm(model: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A Pytorch_Retinaface-style checkpoint of ``model``: bias-free convs, each followed by a BatchNorm."""
     state = {}
