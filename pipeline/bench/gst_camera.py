@@ -1,14 +1,16 @@
 #!/usr/bin/python3
-"""A camera-like RTSP server for tests: one MP4 file's H.264, looped forever, at real-time pace.
+"""The camera of `emoray bench --only live`: an RTSP server on 127.0.0.1 sending one MP4 file's H.264,
+looped forever at real-time pace, as a network camera would (the live tests use it too).
 
-Run it with the *system* interpreter (it needs PyGObject and GStreamer's RTSP server library, which
-`make system-deps` installs and which are not in the project's virtual environment):
+``pipeline/bench/camera.py`` (``RtspServer``) starts it with the *system* interpreter (it needs PyGObject
+and GStreamer's RTSP server library, which `make system-deps` installs and which are not in the
+project's virtual environment):
 
-    /usr/bin/python3 pipeline/bench/gst_camera.py VIDEO.mp4 [--port 0] [--path /stream] [--host 127.0.0.1]
+    /usr/bin/python3 pipeline/bench/gst_camera.py VIDEO.mp4 [--port 0]
 
 When it is ready it prints exactly one line, ``READY rtsp://127.0.0.1:PORT/stream``, on stdout; every
-other message goes to stderr. ``--port 0`` (the default) binds any free port; ``--port N`` binds N (tests
-restart a killed server on the same port). SIGTERM and SIGINT stop it cleanly (exit status 0).
+other message goes to stderr. ``--port 0`` (the default) binds any free port; ``--port N`` binds N (a
+camera started again after an outage keeps its URL). SIGTERM and SIGINT stop it cleanly (exit status 0).
 
 How it behaves like a camera rather than like a file server:
 
@@ -294,6 +296,8 @@ class SharedFactory(GstRtspServer.RTSPMediaFactory):
 
 
 MAIN_LOOP: GLib.MainLoop | None = None
+HOST = "127.0.0.1"  # a local camera only: nothing outside this machine can reach it
+MOUNT_PATH = "/stream"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,12 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", type=Path, help="an MP4 (or MOV) file with H.264 video")
     parser.add_argument("--port", type=int, default=0, help="TCP port to bind; 0 = any free port (default)")
-    parser.add_argument("--path", default="/stream", help="mount path (default /stream)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     args = parser.parse_args(argv)
     if not args.video.is_file():
         parser.error(f"{args.video} is not a file")
-    path = args.path if args.path.startswith("/") else "/" + args.path
 
     Gst.init(None)
     MAIN_LOOP = GLib.MainLoop()
@@ -314,12 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     source.start()
 
     server = GstRtspServer.RTSPServer()
-    server.set_address(args.host)
+    server.set_address(HOST)
     server.set_service(str(args.port))
-    server.get_mount_points().add_factory(path, SharedFactory(source))
+    server.get_mount_points().add_factory(MOUNT_PATH, SharedFactory(source))
     if not server.attach(None) or server.get_bound_port() <= 0:  # attach() returns 0 when it cannot bind
         source.stop()
-        raise SystemExit(f"gst_camera.py: cannot listen on {args.host}:{args.port} (in use?)")
+        raise SystemExit(f"gst_camera.py: cannot listen on {HOST}:{args.port} (in use?)")
     port = server.get_bound_port()
 
     def quit_loop() -> bool:
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_loop)
 
     log(f"serving {args.video.name}: {source.describe()}, looped")
-    print(f"READY rtsp://{args.host}:{port}{path}", flush=True)
+    print(f"READY rtsp://{HOST}:{port}{MOUNT_PATH}", flush=True)
     try:
         MAIN_LOOP.run()
     finally:

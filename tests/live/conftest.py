@@ -52,7 +52,7 @@ RTSP_CLIPS = {
 }
 
 class FaultyCamera(RtspServer):
-    """The bench's RTSP camera with the faults the live tests inject: power loss, reboot, a hang."""
+    """The bench's RTSP camera (``RtspServer``) with the faults the live tests inject: power loss, reboot, a hang."""
 
     def kill(self) -> None:
         """Kills the server at once (SIGKILL), like a camera losing power; ``start()`` brings it back."""
@@ -86,15 +86,14 @@ def require_rtsp_server() -> None:
 
 @pytest.fixture
 def rtsp_server_factory():
-    """``make(video, port=0, path="/stream", start=True) -> RtspServer``; all are stopped at teardown."""
+    """``make(video) -> FaultyCamera``, started; all are stopped at teardown."""
     require_rtsp_server()
     servers: list[FaultyCamera] = []
 
-    def make(video: str | os.PathLike, port: int = 0, path: str = "/stream", start: bool = True) -> FaultyCamera:
-        server = FaultyCamera(video, port=port, path=path)
+    def make(video: str | os.PathLike) -> FaultyCamera:
+        server = FaultyCamera(video)
         servers.append(server)
-        if start:
-            server.start()
+        server.start()
         return server
 
     yield make
