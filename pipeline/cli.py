@@ -123,7 +123,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     from jobs.cluster import silence_worker_output
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable, connect_for
-    from pipeline.report import JobProgress, failed_outcomes, stop_line, summary_json, summary_table
+    from pipeline.progress import JobProgress, failed_outcomes, stop_line, summary_json, summary_table
     from pipeline.stopping import stop_on_signals
 
     options = build_options(RunOptions, **model_options, fps=fps, annotate=not no_annotate)
