@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from jobs.cluster import connect
 from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
-from pipeline.batch import BatchJob, VideoOutcome, connect_for
-from pipeline.results import FaceBatch
 from pipeline.sources.live import LiveSourceOptions
+
+if TYPE_CHECKING:  # batch mode imports Ray; live mode in this process does not need it
+    from pipeline.batch import VideoOutcome
 
 
 def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *, glob: str | None = None,
@@ -46,6 +46,8 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: s
             ``output`` (None is not a folder: it would have been written to ``./None/``).
         EmorayError: when the output cannot be written, another run holds it, or nothing is found.
     """
+    from pipeline.batch import BatchJob, connect_for
+
     if isinstance(inputs, (str, bytes, os.PathLike)):  # one path, not a sequence of one-character paths
         inputs = [os.fsdecode(inputs)]
     if output is None or not str(output):
@@ -78,18 +80,23 @@ def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: 
     if duration is not None:
         RANGES["duration"].check("duration", duration)
     if address:
+        from jobs.cluster import connect
+
         connect(address)
     reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout, max_retries=max_retries,
                                        realtime=realtime)
     readers = [LiveReader(str(source), reader_options) for source in ([sources] if one else sources)]
     models = load_models(model_options, use_ray=bool(address))
-    session = LiveSession([LiveSource(reader, [], models, model_options) for reader in readers], models, model_options)
-    stop = threading.Event()
-    session.start()
-    try:
-        results = session.results(stop, duration)
-        yield (batch for _, batch in results) if one else ((source.name, batch) for source, batch in results)
+    try:  # the models are made here, so they are closed here, after the session that uses them
+        session = LiveSession([LiveSource(reader, [], models, model_options) for reader in readers], models,
+                              model_options)
+        stop = threading.Event()
+        session.start()
+        try:
+            results = session.results(stop, duration)
+            yield (batch for _, batch in results) if one else ((source.name, batch) for source, batch in results)
+        finally:
+            stop.set()
+            session.close()
     finally:
-        stop.set()
-        session.close()
         models.close()

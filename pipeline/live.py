@@ -10,6 +10,7 @@ batch mode uses) when a cluster address is given.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -26,7 +27,7 @@ from models.embedding import CHIP_SIZE
 from pipeline.faces import FaceStep, find_faces
 from pipeline.path import FacePath
 from pipeline.persons.follow import LivePersons
-from pipeline.inference import ActorModels, ClusterPlan, LocalModels, Models
+from pipeline.inference import LocalModels, Models
 from pipeline.preview import PreviewServer
 from pipeline.results import FaceBatch
 from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
@@ -78,8 +79,9 @@ class LiveSource:
     persons, sinks), shot cuts, counts and latencies.
 
     Args:
-        reader: the source's reader (not started yet).
-        sinks: where its results go (its Parquet parts, JSON lines, its place on the preview page).
+        reader: the source's reader (not started yet); the source owns it from now on and closes it.
+        sinks: where its results go (its Parquet parts, JSON lines, its place on the preview page); owned
+            and closed by the source as well, so a source that ends has its outputs written at once.
         models: the session's models (only their labels and ``embed`` are used here).
         name: what the source is called in results and outputs (default: its redacted URL).
     """
@@ -241,6 +243,8 @@ def load_models(options: ModelOptions, *, use_ray: bool = False) -> Models:
         return LocalModels(options)
     import ray
 
+    from pipeline.cluster_models import ActorModels, ClusterPlan  # Ray only when a cluster runs the models
+
     plan = ClusterPlan.for_cluster(ray.cluster_resources())
     return ActorModels.start(options, plan)
 
@@ -256,24 +260,29 @@ def open_session(sources: list[tuple[str, str | None]], out: Path | None, option
     if len(set(names)) != len(names):
         twice = next(name for name in names if names.count(name) > 1)
         raise LiveSourceError(f"two sources are both called {twice!r}: give each a name of its own")
-    models = load_models(options, use_ray=use_ray)
-    session_id = new_session_id()
-    server = PreviewServer(serve[0], serve[1], models.labels, names).start() if serve is not None else None
-    live_sources = []
-    for slot, ((reader, _), name) in enumerate(zip(readers, names)):
-        sinks: list[LiveSink] = []
-        if out is not None:
-            metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": name}
-            sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
-                                            min_episode_seconds=options.min_episode_seconds, name=name,
-                                            session_id=session_id))
-        if jsonl:
-            sinks.append(JsonLinesSink(models.labels, name, jsonl_stream))
+    with contextlib.ExitStack() as made:  # what is made here is closed here if the session cannot start
+        models = load_models(options, use_ray=use_ray)
+        made.callback(models.close)
+        server = PreviewServer(serve[0], serve[1], models.labels, names).start() if serve is not None else None
         if server is not None:
-            sinks.append(PreviewSink(server, models.labels, slot=slot))
-        live_sources.append(LiveSource(reader, sinks, models, options, name=name, keep_frames=server is not None))
-    session = LiveSession(live_sources, models, options)
-    session.warm_up()
+            made.callback(server.close)
+        session_id = new_session_id()
+        live_sources = []
+        for slot, ((reader, _), name) in enumerate(zip(readers, names)):
+            sinks: list[LiveSink] = []
+            if out is not None:
+                metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": name}
+                sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
+                                                min_episode_seconds=options.min_episode_seconds, name=name,
+                                                session_id=session_id))
+            if jsonl:
+                sinks.append(JsonLinesSink(models.labels, name, jsonl_stream))
+            if server is not None:
+                sinks.append(PreviewSink(server, models.labels, slot=slot))
+            live_sources.append(LiveSource(reader, sinks, models, options, name=name, keep_frames=server is not None))
+        session = LiveSession(live_sources, models, options)
+        session.warm_up()
+        made.pop_all()  # the caller closes the session, its models and the server from now on
     return session, server
 
 

@@ -21,7 +21,7 @@ from jobs.manifest import COMPLETE, file_records
 from jobs.spec import RunOptions
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
-from pipeline.inference import ActorModels
+from pipeline.cluster_models import ActorModels
 from pipeline.path import FacePath
 from pipeline.persons.across import embeddings_path, embeddings_record
 from pipeline.persons.follow import VideoPersons

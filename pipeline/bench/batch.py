@@ -41,7 +41,7 @@ from models.errors import EmorayError
 from pipeline.batch import BatchJob
 from pipeline.bench.monitor import Monitor
 from pipeline.faces import detector_input_size
-from pipeline.inference import object_store_bytes
+from pipeline.cluster_models import object_store_bytes
 from pipeline.samples import make_clip, make_crowd_clip
 from pipeline.sources.file import iter_frames, probe
 from pipeline.sources.plan import plan_segments

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from jobs.spec import ModelOptions
-from pipeline.inference import ActorModels, ClusterPlan
+from pipeline.cluster_models import ActorModels, ClusterPlan
 from tests.conftest import read_rgb
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from jobs.spec import ModelOptions
 from pipeline.faces import FaceStep
-from pipeline.inference import ClusterPlan, LocalModels
+from pipeline.cluster_models import ClusterPlan
+from pipeline.inference import LocalModels
 from pipeline.results import FaceBatch
 from pipeline.sources.file import DecodedFrame, VideoInfo
 from pipeline.track import FaceTracker
