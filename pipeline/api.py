@@ -16,8 +16,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
-from pipeline.sources.live import LiveSourceOptions
+from jobs.spec import RANGES, JobSpec, LiveSourceOptions, ModelOptions, RunOptions
 
 if TYPE_CHECKING:  # batch mode imports Ray; live mode in this process does not need it
     from pipeline.batch import VideoOutcome
@@ -59,9 +58,10 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: s
 
 
 @contextlib.contextmanager
-def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: bool = False,
-         rtsp_transport: str = "tcp", timeout: float = 5.0, max_retries: int = 5, duration: float | None = None,
-         address: str | None = None, **options) -> Iterator[Iterator]:
+def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: bool = LiveSourceOptions.realtime,
+         rtsp_transport: str = LiveSourceOptions.rtsp_transport, timeout: float = LiveSourceOptions.timeout,
+         max_retries: int = LiveSourceOptions.max_retries, duration: float | None = None, address: str | None = None,
+         **options) -> Iterator[Iterator]:
     """Follow cameras (or replay files) as ``emoray live`` does; yields an iterator of results as they come.
 
     One source (a string or path): each result is the tracked ``FaceBatch`` of one frame, with
@@ -70,7 +70,8 @@ def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: 
     batch. The iterator ends when every source has ended or failed for good (after ``max_retries``
     reconnects), or after ``duration`` seconds; leaving the block stops reading. A file is replayed frame by
     frame unless ``realtime``. ``address``: run the models as actors on that Ray cluster (default in this
-    process). ``**options``: the model options of ``emoray live`` (``jobs.spec.ModelOptions``).
+    process). ``realtime``, ``rtsp_transport``, ``timeout`` and ``max_retries`` are the source options of
+    ``emoray live`` (``jobs.spec.LiveSourceOptions``), ``**options`` its model options (``jobs.spec.ModelOptions``).
     """
     from pipeline.live import LiveSession, LiveSource, load_models
     from pipeline.sources.live import LiveReader

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
+from jobs.spec import RANGES, ROLL_SECONDS, JobSpec, LiveSourceOptions, ModelOptions, RunOptions
 from models import registry
 from models.emotion import ARCHITECTURE_NAMES
 from models.errors import EmorayError
@@ -182,12 +181,13 @@ def _host_port(value: str | None) -> tuple[str, int] | None:
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None, help="Write Parquet parts under OUT.")
 @click.option("--jsonl", is_flag=True, help="Print one JSON object per processed frame on stdout (with its source).")
 @click.option("--serve", default=None, metavar="[HOST:]PORT", help="Serve a live preview page of every source (host default 127.0.0.1).")
-@click.option("--roll-seconds", type=range_type(RANGES["roll_seconds"]), default=10.0, show_default=True, help="Start a new Parquet part this often.")
+@click.option("--roll-seconds", type=range_type(RANGES["roll_seconds"]), default=ROLL_SECONDS, show_default=True, help="Start a new Parquet part this often.")
 @click.option("--duration", type=range_type(RANGES["duration"]), default=None, help="Stop after this many seconds (default: run until Ctrl-C).")
 @click.option("--realtime", is_flag=True, help="Play a file at its frame rate as if it were a camera (default: every frame, as fast as the models go).")
-@click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True)
-@click.option("--timeout", "socket_timeout", type=range_type(RANGES["timeout"]), default=5.0, show_default=True, help="Seconds to wait for a source to connect or send.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=5, show_default=True, help="Failed reconnects in a row before giving up on a source (backoff 0.5 s doubling to 8 s).")
+@click.option("--rtsp-transport", type=click.Choice(["tcp", "udp"]), default=LiveSourceOptions.rtsp_transport, show_default=True)
+@click.option("--timeout", "socket_timeout", type=range_type(RANGES["timeout"]), default=LiveSourceOptions.timeout, show_default=True, help="Seconds to wait for a source to connect or send.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=LiveSourceOptions.max_retries, show_default=True, help="Failed reconnects in a row before giving up on a source (backoff "
+              f"{LiveSourceOptions.backoff_initial:g} s doubling to {LiveSourceOptions.backoff_max:g} s).")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
 @click.option("--address", envvar="RAY_ADDRESS", default=None,
@@ -216,7 +216,6 @@ def live(sources, sources_file, output, jsonl, serve, roll_seconds, duration, re
       emoray live session.mp4 -o replay/                # every frame of a recorded session
     """
     from pipeline.live import open_session, read_sources, session_summary
-    from pipeline.sources.live import LiveSourceOptions
     from pipeline.stopping import stop_on_signals
 
     given = [(source, None) for source in sources] + (read_sources(Path(sources_file)) if sources_file else [])
@@ -379,8 +378,8 @@ def _resolutions(value: str) -> list[tuple[int, int]]:
 @click.option("--seconds", type=FiniteFloatRange(min=0, min_open=True), default=10.0, show_default=True, help="Clip length.")
 @click.option("--long-factor", type=click.IntRange(min=1), default=10, show_default=True,
               help="The memory check also runs a clip this many times longer.")
-@click.option("--det-size", type=DetectorSize(), default=640, show_default=True, help="Longer side of the detector input, or 'native'.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--det-size", type=DetectorSize(), default=ModelOptions.det_size, show_default=True, help="Longer side of the detector input, or 'native'.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=ModelOptions.batch_size, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
               help="Inference engine (auto: onnxruntime on CPUs, torch on GPUs).")

@@ -22,7 +22,7 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
-from jobs.spec import ModelOptions
+from jobs.spec import ROLL_SECONDS, LiveSourceOptions, ModelOptions
 from models.embedding import CHIP_SIZE
 from pipeline.faces import FaceStep, find_faces
 from pipeline.path import FacePath
@@ -33,14 +33,17 @@ from pipeline.results import FaceBatch
 from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
 from pipeline.shots import ShotCutter, frame_signature
 from pipeline.sinks.live_parquet import RollingPartsWriter, new_session_id
-from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceError, LiveSourceOptions, live_info
+from pipeline.sources.file import DEFAULT_FRAME_RATE
+from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceError, live_info
 from pipeline.stopping import StopRequest
 from pipeline.track import LOST_SECONDS
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 100_000  # latency percentiles are over at most this many recent frames
-LIVE_FRAME_RATE = 25.0  # what the tracker assumes of a camera (its lost-track buffer is in frames)
+# What the tracker assumes of a camera (its lost-track buffer is in frames). Deliberately not the files'
+# DEFAULT_FRAME_RATE: that is a fallback for an odd file, this is every stream's rate, which is never known up front.
+CAMERA_FRAME_RATE = 25.0
 
 
 @dataclass
@@ -74,6 +77,11 @@ class LiveStats:
         return text
 
 
+def _frame_rate(reader: LiveReader) -> float:
+    """The tracker's frame rate: a file's own (or, as in batch mode, ``DEFAULT_FRAME_RATE``), a camera's assumed."""
+    return reader.fps or (CAMERA_FRAME_RATE if reader.stream else DEFAULT_FRAME_RATE)
+
+
 class LiveSource:
     """One source of a live session: its reader, and its own path after the face step (tracker, smoother,
     persons, sinks), shot cuts, counts and latencies.
@@ -92,7 +100,7 @@ class LiveSource:
         self.name, self.keep_frames = name or reader.name, keep_frames
         persons = LivePersons(models.embed, LOST_SECONDS) if options.persons != "off" else None
         # a file's own frame rate, as batch mode; causal smoothing: each frame's rows are final at once
-        self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=reader.fps or LIVE_FRAME_RATE,
+        self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=_frame_rate(reader),
                              smoothing_seconds=options.smoothing_seconds, causal=True, persons=persons)
         self.shots = ShotCutter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -251,7 +259,7 @@ def load_models(options: ModelOptions, *, use_ray: bool = False) -> Models:
 
 def open_session(sources: list[tuple[str, str | None]], out: Path | None, options: ModelOptions, *,
                  reader_options: LiveSourceOptions = LiveSourceOptions(), jsonl: bool = False,
-                 serve: tuple[str, int] | None = None, roll_seconds: float = 10.0, use_ray: bool = False,
+                 serve: tuple[str, int] | None = None, roll_seconds: float = ROLL_SECONDS, use_ray: bool = False,
                  jsonl_stream: TextIO = sys.stdout) -> tuple[LiveSession, PreviewServer | None]:
     """Everything ``emoray live`` needs, wired: a reader and sinks per (URL or path, name or None) source, one
     set of models. The readers are not started yet (``LiveSession.start``)."""

@@ -28,11 +28,10 @@ from pipeline.persons.follow import VideoPersons
 from pipeline.persons.table import person_embeddings
 from pipeline.shots import ShotCutter, shot_ids
 from pipeline.sinks.parquet import FACES, VideoParquetSink
-from pipeline.sources.file import VideoInfo
+from pipeline.sources.file import DEFAULT_FRAME_RATE, VideoInfo
 from pipeline.stages import SegmentResult
 from pipeline.track import LOST_SECONDS
 
-DEFAULT_FRAME_RATE = 30.0  # what the tracker assumes of a video whose container gives no frame rate
 
 
 class UnitLostError(EmorayError, RuntimeError):

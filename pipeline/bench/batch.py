@@ -276,7 +276,8 @@ def _fresh_run(clip: Path, workdir: Path, address: str | None, options: RunOptio
 
 
 def run_bench(*, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, seconds: float = 10.0, long_factor: int = 10,
-              det_size: int | None = 640, batch_size: int = 8, device: str = "cpu", backend: str = "auto",
+              det_size: int | None = RunOptions.det_size, batch_size: int = RunOptions.batch_size,
+              device: str = "cpu", backend: str = "auto",
               address: str | None = None, workdir: str | os.PathLike | None = None, quick: bool = False) -> dict:
     """Measure decode, detector, classifier and end-to-end throughput and peak memory; a JSON-ready dict.
 

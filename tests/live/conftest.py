@@ -22,10 +22,7 @@ come from ../shared/data).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 

@@ -20,11 +20,11 @@ import numpy as np
 
 import pyarrow.parquet as pq
 
-from jobs.spec import ModelOptions
+from jobs.spec import LiveSourceOptions, ModelOptions
 from models.datasets import FER_LABELS
 from pipeline.live import LiveSession, LiveSource
 from pipeline.query import connect as query_connect
-from pipeline.sources.live import LiveReader, LiveSourceOptions
+from pipeline.sources.live import LiveReader
 from tests.conftest import shared
 
 EMORAY = [sys.executable, "-m", "pipeline.cli"]
