@@ -59,6 +59,47 @@ def log(message: str) -> None:
     print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
 
 
+class EndlessTimeline:
+    """Places each access unit of the looping file on one endless timeline: the pass number times the clip's
+    period, plus its time in the file (nanoseconds from the first access unit).
+
+    Our own loop arithmetic rather than the segments' running time: for files with an edit list (B-frames)
+    GStreamer's accumulated segment base is off by up to a frame per loop, which gave two frames the same
+    timestamp at the loop boundary and a clock that drifts from the clip's.
+    """
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget everything: the flushing seek that starts looping starts the timeline afresh."""
+        self.loops = 0  # complete passes through the file
+        self._loop_base = self._loop_length = 0
+        self._pts_start = self._pts_end = self._decode_end = 0
+        self._origin: int | None = None
+        self._last_decode: int | None = None
+
+    def place(self, pts: int | None, dts: int | None, decode: int, duration: int) -> tuple[int, int | None, int | None]:
+        """(decode time, PTS, DTS) of the next access unit on the endless timeline (None where it has none)."""
+        if self._last_decode is not None and decode < self._last_decode:
+            self.loops += 1
+            self._loop_base += self._loop_length
+        self._last_decode = decode
+        if self.loops == 0:  # the first pass measures the clip's period: its presentation span, or
+            # its decode span where that is longer (frames cut by an edit list leave gaps in the DTS)
+            shown = pts if pts is not None else decode
+            if self._origin is None:
+                self._origin, self._pts_start = decode, shown
+            self._pts_start = min(self._pts_start, shown)
+            self._pts_end = max(self._pts_end, shown + duration)
+            self._decode_end = max(self._decode_end, decode + duration)
+            self._loop_length = max(self._pts_end - self._pts_start, self._decode_end - self._origin)
+        t_decode = self._loop_base + decode - self._origin
+        t_pts = None if pts is None else self._loop_base + pts - self._origin
+        t_dts = None if dts is None else self._loop_base + dts - self._origin
+        return t_decode, t_pts, t_dts
+
+
 class LoopingSource:
     """Plays the file's H.264 in a loop at real-time pace and fans each access unit out to the sinks."""
 
@@ -93,16 +134,10 @@ class LoopingSource:
         self.caps: Gst.Caps | None = None
         self.lock = threading.Lock()
         self.sinks: dict[int, dict] = {}  # id(appsrc) -> {"appsrc", "offset", "ready"}, one per media
-        self.loops = 0  # complete passes through the file
         self.stopping = False
-        # The endless timeline, kept by the streaming thread only (see _on_new_sample).
+        self.timeline = EndlessTimeline()  # kept by the streaming thread only (see _on_new_sample)
         self.clock = Gst.SystemClock.obtain()  # the clock every pipeline of this process uses
         self._clock_zero: int | None = None
-        self._origin: int | None = None
-        self._loop_length = 0
-        self._loop_base = 0
-        self._pts_start = self._pts_end = self._decode_end = 0
-        self._last_decode: int | None = None
         self._flushed = False
         self._first_sample = threading.Event()  # set when the first access unit after the seek is seen
         self._first_is_keyframe = False
@@ -205,32 +240,13 @@ class LoopingSource:
         decode = dts if dts is not None else pts
         if decode is None:
             return Gst.FlowReturn.OK  # an access unit without any timestamp cannot be placed in time
-        # Our own loop arithmetic rather than the segments' running time: for files with an edit list
-        # (B-frames) GStreamer's accumulated segment base is off by up to a frame per loop, which gave
-        # two frames the same timestamp at the loop boundary and a clock that drifts from the clip's.
         fresh = self._flushed  # the first access unit after the seek that started the loop
         if self._flushed:
             self._flushed = False
-            self.loops, self._loop_base, self._loop_length = 0, 0, 0
-            self._pts_start = self._pts_end = self._decode_end = 0
-            self._origin = self._last_decode = self._clock_zero = None
-        if self._last_decode is not None and decode < self._last_decode:
-            self.loops += 1
-            self._loop_base += self._loop_length
-        self._last_decode = decode
-        if self.loops == 0:  # the first pass measures the clip's period: its presentation span, or
-            # its decode span where that is longer (frames cut by an edit list leave gaps in the DTS)
-            duration = 0 if buf.duration == Gst.CLOCK_TIME_NONE else buf.duration
-            shown = pts if pts is not None else decode
-            if self._origin is None:
-                self._origin, self._pts_start = decode, shown
-            self._pts_start = min(self._pts_start, shown)
-            self._pts_end = max(self._pts_end, shown + duration)
-            self._decode_end = max(self._decode_end, decode + duration)
-            self._loop_length = max(self._pts_end - self._pts_start, self._decode_end - self._origin)
-        t_decode = self._loop_base + decode - self._origin  # ns on the endless timeline
-        t_pts = None if pts is None else self._loop_base + pts - self._origin
-        t_dts = None if dts is None else self._loop_base + dts - self._origin
+            self.timeline.restart()
+            self._clock_zero = None
+        duration = 0 if buf.duration == Gst.CLOCK_TIME_NONE else buf.duration
+        t_decode, t_pts, t_dts = self.timeline.place(pts, dts, decode, duration)  # ns on the endless timeline
 
         keyframe = not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
         if fresh:
@@ -338,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         source.stop()
     if source.error:
         return 1
-    log(f"stopped after {source.loops} complete loops")
+    log(f"stopped after {source.timeline.loops} complete loops")
     return 0
 
 
