@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,34 +27,9 @@ from models.calibration import fit_temperature
 from models.backend import default_threads
 from models.errors import EmorayError
 from models.datasets import FaceDataset
+from models.train_config import TrainConfig
 from models.train_progress import learning_curve_png, watch_epochs
-
-NORMALIZE_MEAN, NORMALIZE_STD = 0.5, 0.25
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train and how; recorded in the checkpoint."""
-
-    arch: str = "vgg_face48"
-    arch_kwargs: dict = field(default_factory=dict)
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    ferplus_weight: float = 0.0  # share of each image's target taken from its FER+ vote shares, not its label
-    teachers: tuple[str, ...] = ()  # emotion models whose averaged probabilities the student learns (distillation)
-    teacher_weight: float = 0.0  # share of each image's target taken from the teachers
-    patience: int = 8
-    seed: int = 0
-    num_workers: int = 1
-    use_gpu: bool = False
-    input_size: int = 48
-    margin_frac: float = 0.0  # crop margin around detector boxes on video: 0 came closest to FER-2013 framing on val
-    freeze: float = 0.0  # share of the network's layers, from the input on, kept as they are (fine-tuning)
-    normalize: tuple[float, float] = (NORMALIZE_MEAN, NORMALIZE_STD)  # a fine-tune keeps its start's
-
+from models.train_worker import train_loop
 
 FINE_TUNE_LR = 0.002  # 1/25 of the from-scratch peak: small data should nudge the weights, not replace them
 FINE_TUNE_FREEZE = 0.5  # the first half of the layers (edges, textures) stays as the start learned it
@@ -144,8 +119,6 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from models.train_worker import train_loop
 
     config = replace(config, arch_kwargs=config.arch_kwargs | {"num_classes": len(train_set.labels), "in_channels": 1})
     output = Path(output).absolute()

@@ -7,7 +7,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
@@ -16,9 +15,7 @@ import torch.nn.functional as F
 
 from models.augment import augment
 from models.emotion.archs import build
-
-if TYPE_CHECKING:
-    from models.train import TrainConfig
+from models.train_config import TrainConfig
 
 
 def _normalize(images: torch.Tensor, normalize: tuple[float, float]) -> torch.Tensor:
@@ -48,8 +45,6 @@ def train_loop(loop_config: dict) -> None:
     """One Ray Train worker: its shard of the data, DDP when there are several workers."""
     import ray.train
     import ray.train.torch
-
-    from models.train import TrainConfig
 
     config = TrainConfig(**loop_config["config"])
     torch.set_num_threads(loop_config["threads"])  # Ray sets OMP_NUM_THREADS to the whole CPUs it granted
