@@ -66,6 +66,7 @@ RANGES = {
     "timeout": Range(0, 3600, low_open=True, unit="seconds"),
 }
 NONE_ALLOWED = frozenset({"det_size", "fps"})
+ROLL_SECONDS = 10.0  # live mode starts a new Parquet part this often unless told otherwise
 
 
 def check_ranges(options: object, names: tuple[str, ...]) -> None:
@@ -154,3 +155,21 @@ class JobSpec:
         return cls(inputs=tuple(payload["inputs"]), output=payload["output"],
                    options=RunOptions(**payload["options"]), glob=payload.get("glob"),
                    force=bool(payload.get("force", False)))
+
+
+@dataclass(frozen=True)
+class LiveSourceOptions:
+    """How ``emoray live`` opens and keeps reading a live source."""
+
+    rtsp_transport: str = "tcp"
+    timeout: float = 5.0  # seconds for connecting and for each read
+    max_retries: int = 5  # failed attempts in a row before giving up
+    backoff_initial: float = 0.5  # seconds before the first retry, doubled per failure
+    backoff_max: float = 8.0
+    realtime: bool = False  # pace a file at its frame rate (newest frame first) instead of every frame at full speed
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "backoff_initial", "backoff_max"):
+            RANGES["timeout"].check(name, getattr(self, name))
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise OptionError("max_retries", f"max_retries must be an integer >= 0, but got {self.max_retries!r}")

@@ -19,8 +19,7 @@ from models.errors import EmorayError
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CSV_SPLITS = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-# FER+ vote columns, and the FER-2013 label each maps to (contempt, unknown and NF have none)
-FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
+# The FER-2013 label of each FER+ vote column (its columns contempt, unknown and NF have none)
 _FERPLUS_TO_FER = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy", "sadness": "sad",
                    "surprise": "surprise", "neutral": "neutral"}
 

@@ -14,49 +14,22 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import ray
 import torch
-import torch.nn.functional as F
 
 from models import checkpoint, registry
 from models.calibration import fit_temperature
-from models.augment import augment
 from models.backend import default_threads
 from models.errors import EmorayError
 from models.datasets import FaceDataset
-from models.emotion.archs import build
-
-NORMALIZE_MEAN, NORMALIZE_STD = 0.5, 0.25
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train and how; recorded in the checkpoint."""
-
-    arch: str = "vgg_face48"
-    arch_kwargs: dict = field(default_factory=dict)
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    ferplus_weight: float = 0.0  # share of each image's target taken from its FER+ vote shares, not its label
-    teachers: tuple[str, ...] = ()  # emotion models whose averaged probabilities the student learns (distillation)
-    teacher_weight: float = 0.0  # share of each image's target taken from the teachers
-    patience: int = 8
-    seed: int = 0
-    num_workers: int = 1
-    use_gpu: bool = False
-    input_size: int = 48
-    margin_frac: float = 0.0  # crop margin around detector boxes on video: 0 came closest to FER-2013 framing on val
-    freeze: float = 0.0  # share of the network's layers, from the input on, kept as they are (fine-tuning)
-    normalize: tuple[float, float] = (NORMALIZE_MEAN, NORMALIZE_STD)  # a fine-tune keeps its start's
-
+from models.train_config import TrainConfig
+from models.train_progress import learning_curve_png, watch_epochs
+from models.train_worker import train_loop
 
 FINE_TUNE_LR = 0.002  # 1/25 of the from-scratch peak: small data should nudge the weights, not replace them
 FINE_TUNE_FREEZE = 0.5  # the first half of the layers (edges, textures) stays as the start learned it
@@ -125,167 +98,6 @@ def training_targets(train_set: FaceDataset, config: TrainConfig,
     return blended_targets(train_set.targets, len(train_set.labels), config.label_smoothing, soft), teacher_ids
 
 
-def _normalize(images: torch.Tensor, normalize: tuple[float, float]) -> torch.Tensor:
-    mean, std = normalize
-    return (images.float() / 255.0 - mean) / std
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, normalize: tuple[float, float],
-            batch_size: int = 512) -> np.ndarray:
-    """Class probabilities (n, k) of uint8 images (n, h, w) already at the model's input size."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode(), _autocast(device):
-        for start in range(0, len(images), batch_size):
-            batch = _normalize(torch.from_numpy(images[start:start + batch_size])[:, None].to(device), normalize)
-            outputs.append(model(batch.contiguous(memory_format=torch.channels_last)).float().softmax(-1).cpu())
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
-
-
-def _train_loop(loop_config: dict) -> None:
-    """One Ray Train worker: its shard of the data, DDP when there are several workers."""
-    import ray.train
-    import ray.train.torch
-
-    config = TrainConfig(**loop_config["config"])
-    torch.set_num_threads(loop_config["threads"])  # Ray sets OMP_NUM_THREADS to the whole CPUs it granted
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.manual_seed(config.seed + rank)
-    images, targets = ray.get(loop_config["train_images"]), ray.get(loop_config["train_targets"])
-    distributions = ray.get(loop_config["train_distributions"])
-    val_images, val_targets = ray.get(loop_config["val_images"]), ray.get(loop_config["val_targets"])
-    shard = np.arange(rank, len(targets), world)
-    model = build(config.arch, **config.arch_kwargs)
-    if loop_config.get("init_state"):  # fine-tuning: every tensor whose shape fits (a new head starts fresh)
-        own = model.state_dict()
-        model.load_state_dict({k: v for k, v in loop_config["init_state"].items()
-                               if k in own and own[k].shape == v.shape}, strict=False)
-    model = model.to(device, memory_format=torch.channels_last)
-    state_path = Path(loop_config["state_path"])
-    saved = (torch.load(state_path, map_location="cpu", weights_only=True)
-             if loop_config["resume"] and state_path.exists() else None)
-    freeze = saved["state"].get("freeze", config.freeze) if saved else config.freeze  # as the run began
-    frozen = _freeze(model, freeze)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=0.9,
-                                nesterov=True, weight_decay=config.weight_decay)
-    steps = math.ceil(len(shard) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, epochs=config.epochs, steps_per_epoch=steps,
-                                                   pct_start=0.15)
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_state": None, "best_tuned_accuracy": -1.0,
-             "best_tuned_state": None, "stale": 0, "history": [], "freeze": freeze}
-    if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        state |= saved["state"]  # a state from an older emoray lacks the newer keys
-    elif loop_config.get("init_state"):  # epoch 0: the start, measured the way every epoch is, and the one to beat
-        started = time.perf_counter()
-        accuracy = float((predict(model, val_images, device, config.normalize).argmax(-1) == val_targets).mean())
-        state.update(best_accuracy=accuracy, best_state=_copy(model))
-        state["history"].append({"epoch": 0, "loss": None, "train_accuracy": None, "val_accuracy": accuracy,
-                                 "best_val_accuracy": accuracy, "seconds": time.perf_counter() - started})
-        if rank == 0:
-            _save_state(state_path, model, optimizer, schedule, state)
-    network = ray.train.torch.prepare_model(model) if world > 1 else model
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
-    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
-    if saved and "random" in saved:  # a resumed run draws what it would have drawn: no replay of its first epochs
-        generator.set_state(saved["random"]["generator"])
-        torch.set_rng_state(saved["random"]["torch"])
-    for epoch in range(state["epoch"], config.epochs):
-        started = time.perf_counter()
-        network.train()
-        for module in frozen:  # frozen layers keep their BatchNorm statistics too
-            module.eval()
-        order = torch.from_numpy(shard)[torch.randperm(len(shard), generator=generator)]
-        total_loss, seen, correct = 0.0, 0, 0
-        for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size].numpy()
-            batch = augment(_normalize(torch.from_numpy(images[index])[:, None].to(device), config.normalize), generator)
-            labels = torch.from_numpy(targets[index]).to(device)
-            with _autocast(device):
-                logits = network(batch.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits.float(), torch.from_numpy(distributions[index]).to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
-            total_loss += loss.item() * len(index)
-            seen += len(index)
-            correct += int((logits.argmax(-1) == labels).sum())
-        probabilities = predict(model, val_images, device, config.normalize)
-        accuracy = float((probabilities.argmax(-1) == val_targets).mean())
-        improved = accuracy > state["best_accuracy"]
-        state.update(epoch=epoch + 1, stale=0 if improved else state["stale"] + 1)
-        if improved:
-            state.update(best_accuracy=accuracy, best_state=_copy(model))
-        if accuracy > state["best_tuned_accuracy"]:  # for --force-write when no epoch beats the start
-            state.update(best_tuned_accuracy=accuracy, best_tuned_state=state["best_state"] if improved else _copy(model))
-        metrics = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                   "val_accuracy": accuracy, "best_val_accuracy": state["best_accuracy"],
-                   "seconds": time.perf_counter() - started}
-        state["history"].append(metrics)
-        if rank == 0:
-            _save_state(state_path, model, optimizer, schedule, state, generator)
-        ray.train.report(metrics)
-        if state["stale"] >= config.patience:
-            break
-
-
-def _copy(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _save_state(path: Path, model: torch.nn.Module, optimizer, schedule, state: dict,
-                generator: torch.Generator | None = None) -> None:
-    """Everything ``--resume`` needs, the random streams included: a resumed run that re-seeded them would
-    shuffle, augment and drop out exactly as its first epochs did (measured: a run resumed at epoch 35 jumped
-    from 0.77 to 0.82 train accuracy in one epoch while val fell, against 0.78 and rising uninterrupted)."""
-    temporary = path.with_suffix(".tmp")
-    random = {"generator": generator.get_state(), "torch": torch.get_rng_state()} if generator is not None else None
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "state": state, **({"random": random} if random else {})}, temporary)
-    os.replace(temporary, path)
-
-
-def _freeze(model: torch.nn.Module, share: float) -> list[torch.nn.Module]:
-    """Freeze the first ``share`` of the layers that hold weights, from the input on; returns them."""
-    layers = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
-    frozen = layers[:round(share * len(layers))]
-    for layer in frozen:
-        for parameter in layer.parameters():
-            parameter.requires_grad_(False)
-    return frozen
-
-
-def _watch_epochs(state_path: Path, on_epoch: Callable[[dict], None], stop: threading.Event,
-                  reported: int) -> None:
-    """Call ``on_epoch`` with each new epoch's metrics as rank 0 saves its state (the driver's progress display)."""
-    seen_mtime, stopping = None, False
-    while not stopping:
-        stopping = stop.wait(1.0)  # one last look after training ends, for the final epoch
-        try:
-            mtime = state_path.stat().st_mtime
-            if mtime == seen_mtime:
-                continue
-            seen_mtime = mtime
-            history = torch.load(state_path, map_location="cpu", weights_only=True)["state"]["history"]
-        except (OSError, RuntimeError, KeyError, EOFError):
-            continue  # not written yet, or being replaced
-        for metrics in history[reported:]:
-            on_epoch(metrics)
-        reported = max(reported, len(history))
-
-
 def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, output: str | Path, *,
           resume: bool = False, init_state: dict | None = None, ferplus_targets: np.ndarray | None = None,
           force_write: bool = False, command: str = "", on_epoch: Callable[[dict], None] | None = None) -> dict:
@@ -319,7 +131,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     cpus = ray.cluster_resources().get("CPU", 1)
     worker_cpus = max(1.0, (cpus - 0.5) / config.num_workers)
     trainer = TorchTrainer(
-        _train_loop,
+        train_loop,
         train_loop_config={
             "config": asdict(config), "state_path": str(state_path), "resume": resume, "init_state": init_state,
             "threads": default_threads() or max(1, math.ceil(worker_cpus)),
@@ -331,35 +143,10 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
                                      resources_per_worker={"CPU": worker_cpus}),
         run_config=RunConfig(name=output.stem, storage_path=str(Path(tempfile.gettempdir()) / "emoray-train")),
     )
-    stop_watching = threading.Event()
-    watcher = None
-    if on_epoch is not None:
-        done = len(torch.load(state_path, map_location="cpu", weights_only=True)["state"]["history"]) \
-            if resume and state_path.exists() else 0
-        watcher = threading.Thread(target=_watch_epochs, args=(state_path, on_epoch, stop_watching, done), daemon=True)
-        watcher.start()
-    try:
-        result = trainer.fit()
-    finally:
-        stop_watching.set()
-        if watcher is not None:
-            watcher.join()
-    if result.error:
-        raise result.error
+    _fit(trainer, state_path, on_epoch, resume)
     saved = torch.load(state_path, map_location="cpu", weights_only=True)["state"]
     history = saved["history"]
-    best = max(history, key=lambda h: h["val_accuracy"])  # the first of equals: the start wins a tie
-    weights = saved["best_state"]
-    if init_state is not None and best["epoch"] == 0:
-        learning_curve_png(history, output.with_name(output.name + ".curve.png"))
-        tuned = max((h for h in history if h["epoch"] > 0), key=lambda h: h["val_accuracy"], default=None)
-        message = (f"no epoch beat the model fine-tuning started from: val accuracy {best['val_accuracy']:.4f} at the "
-                   f"start, {tuned['val_accuracy'] if tuned else float('nan'):.4f} at best after (epoch "
-                   f"{tuned['epoch'] if tuned else '-'})")
-        if not force_write or saved.get("best_tuned_state") is None:
-            raise NoImprovementError(f"{message}; {output} was not written (--force-write writes the best "
-                                     "fine-tuned epoch anyway)")
-        weights, best = saved["best_tuned_state"], tuned
+    weights, best = _chosen_weights(saved, output, fine_tuning=init_state is not None, force_write=force_write)
     payload = checkpoint.emotion_checkpoint(
         {k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
         arch=config.arch, arch_kwargs=config.arch_kwargs,
@@ -389,6 +176,43 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     return payload["metrics"]
 
 
+def _fit(trainer, state_path: Path, on_epoch: Callable[[dict], None] | None, resume: bool) -> None:
+    """Run the trainer; ``on_epoch`` gets each new epoch's metrics meanwhile (from a watcher thread)."""
+    stop_watching = threading.Event()
+    watcher = None
+    if on_epoch is not None:
+        done = len(torch.load(state_path, map_location="cpu", weights_only=True)["state"]["history"]) \
+            if resume and state_path.exists() else 0
+        watcher = threading.Thread(target=watch_epochs, args=(state_path, on_epoch, stop_watching, done), daemon=True)
+        watcher.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop_watching.set()
+        if watcher is not None:
+            watcher.join()
+    if result.error:
+        raise result.error
+
+
+def _chosen_weights(saved: dict, output: Path, *, fine_tuning: bool, force_write: bool) -> tuple[dict, dict]:
+    """The weights to ship and their epoch's metrics: the best epoch's; when fine-tuning beat nothing, the
+    best fine-tuned epoch's with ``force_write``, else NoImprovementError (the learning curve is written)."""
+    history = saved["history"]
+    best = max(history, key=lambda h: h["val_accuracy"])  # the first of equals: the start wins a tie
+    if not fine_tuning or best["epoch"] != 0:
+        return saved["best_state"], best
+    learning_curve_png(history, output.with_name(output.name + ".curve.png"))
+    tuned = max((h for h in history if h["epoch"] > 0), key=lambda h: h["val_accuracy"], default=None)
+    message = (f"no epoch beat the model fine-tuning started from: val accuracy {best['val_accuracy']:.4f} at the "
+               f"start, {tuned['val_accuracy'] if tuned else float('nan'):.4f} at best after (epoch "
+               f"{tuned['epoch'] if tuned else '-'})")
+    if not force_write or saved.get("best_tuned_state") is None:
+        raise NoImprovementError(f"{message}; {output} was not written (--force-write writes the best "
+                                 "fine-tuned epoch anyway)")
+    return saved["best_tuned_state"], tuned
+
+
 def _val_logits(payload: dict, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """(views, n, classes) logits of the checkpoint's graph on uint8 images at its input size: for the
     temperature fit, and the teachers' probabilities."""
@@ -400,29 +224,6 @@ def _val_logits(payload: dict, images: np.ndarray, batch_size: int = 512) -> np.
         parts = [graph.logits(torch.from_numpy(images[start:start + batch_size]))
                  for start in range(0, len(images), batch_size)]
     return torch.cat(parts, dim=1).numpy()
-
-
-def learning_curve_png(history: list[dict], path: Path) -> None:
-    """Train and val accuracy (one view) and train loss per epoch; epoch 0 is the start of a fine-tune."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    epochs = [h["epoch"] for h in history]
-    figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(6, 5), sharex=True)
-    top.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
-    trained = [h for h in history if h["train_accuracy"] is not None]
-    top.plot([h["epoch"] for h in trained], [h["train_accuracy"] for h in trained], "s--", label="train accuracy")
-    best = max(history, key=lambda h: h["val_accuracy"])
-    top.axvline(best["epoch"], color="gray", linestyle=":", label=f"best: epoch {best['epoch']}")
-    top.set(ylabel="accuracy (one view)")
-    top.legend(loc="lower right")
-    bottom.plot([h["epoch"] for h in trained], [h["loss"] for h in trained], "s-", color="#c44e52")
-    bottom.set(xlabel="epoch", ylabel="train loss")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    pyplot.close(figure)
 
 
 def _save(payload: dict, output: Path) -> None:

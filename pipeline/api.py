@@ -14,13 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from jobs.cluster import connect
-from jobs.spec import RANGES, JobSpec, ModelOptions, RunOptions
-from pipeline.batch import BatchJob, VideoOutcome, connect_for
-from pipeline.results import FaceBatch
-from pipeline.sources.live import LiveSourceOptions
+from jobs.spec import RANGES, JobSpec, LiveSourceOptions, ModelOptions, RunOptions
+
+if TYPE_CHECKING:  # batch mode imports Ray; live mode in this process does not need it
+    from pipeline.batch import VideoOutcome
 
 
 def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *, glob: str | None = None,
@@ -46,6 +45,8 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: s
             ``output`` (None is not a folder: it would have been written to ``./None/``).
         EmorayError: when the output cannot be written, another run holds it, or nothing is found.
     """
+    from pipeline.batch import BatchJob, connect_for
+
     if isinstance(inputs, (str, bytes, os.PathLike)):  # one path, not a sequence of one-character paths
         inputs = [os.fsdecode(inputs)]
     if output is None or not str(output):
@@ -57,9 +58,10 @@ def run_batch(inputs: str | os.PathLike | Sequence[str | os.PathLike], output: s
 
 
 @contextlib.contextmanager
-def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: bool = False,
-         rtsp_transport: str = "tcp", timeout: float = 5.0, max_retries: int = 5, duration: float | None = None,
-         address: str | None = None, **options) -> Iterator[Iterator]:
+def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: bool = LiveSourceOptions.realtime,
+         rtsp_transport: str = LiveSourceOptions.rtsp_transport, timeout: float = LiveSourceOptions.timeout,
+         max_retries: int = LiveSourceOptions.max_retries, duration: float | None = None, address: str | None = None,
+         **options) -> Iterator[Iterator]:
     """Follow cameras (or replay files) as ``emoray live`` does; yields an iterator of results as they come.
 
     One source (a string or path): each result is the tracked ``FaceBatch`` of one frame, with
@@ -68,7 +70,8 @@ def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: 
     batch. The iterator ends when every source has ended or failed for good (after ``max_retries``
     reconnects), or after ``duration`` seconds; leaving the block stops reading. A file is replayed frame by
     frame unless ``realtime``. ``address``: run the models as actors on that Ray cluster (default in this
-    process). ``**options``: the model options of ``emoray live`` (``jobs.spec.ModelOptions``).
+    process). ``realtime``, ``rtsp_transport``, ``timeout`` and ``max_retries`` are the source options of
+    ``emoray live`` (``jobs.spec.LiveSourceOptions``), ``**options`` its model options (``jobs.spec.ModelOptions``).
     """
     from pipeline.live import LiveSession, LiveSource, load_models
     from pipeline.sources.live import LiveReader
@@ -78,18 +81,23 @@ def live(sources: str | os.PathLike | Sequence[str | os.PathLike], *, realtime: 
     if duration is not None:
         RANGES["duration"].check("duration", duration)
     if address:
+        from jobs.cluster import connect
+
         connect(address)
     reader_options = LiveSourceOptions(rtsp_transport=rtsp_transport, timeout=timeout, max_retries=max_retries,
                                        realtime=realtime)
     readers = [LiveReader(str(source), reader_options) for source in ([sources] if one else sources)]
     models = load_models(model_options, use_ray=bool(address))
-    session = LiveSession([LiveSource(reader, [], models, model_options) for reader in readers], models, model_options)
-    stop = threading.Event()
-    session.start()
-    try:
-        results = session.results(stop, duration)
-        yield (batch for _, batch in results) if one else ((source.name, batch) for source, batch in results)
+    try:  # the models are made here, so they are closed here, after the session that uses them
+        session = LiveSession([LiveSource(reader, [], models, model_options) for reader in readers], models,
+                              model_options)
+        stop = threading.Event()
+        session.start()
+        try:
+            results = session.results(stop, duration)
+            yield (batch for _, batch in results) if one else ((source.name, batch) for source, batch in results)
+        finally:
+            stop.set()
+            session.close()
     finally:
-        stop.set()
-        session.close()
         models.close()

@@ -10,6 +10,7 @@ batch mode uses) when a cluster address is given.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -21,25 +22,28 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
-from jobs.spec import ModelOptions
+from jobs.spec import ROLL_SECONDS, LiveSourceOptions, ModelOptions
 from models.embedding import CHIP_SIZE
 from pipeline.faces import FaceStep, find_faces
 from pipeline.path import FacePath
 from pipeline.persons.follow import LivePersons
-from pipeline.inference import ActorModels, ClusterPlan, LocalModels, Models
+from pipeline.inference import LocalModels, Models
 from pipeline.preview import PreviewServer
 from pipeline.results import FaceBatch
 from pipeline.sinks.live import JsonLinesSink, LiveSink, PreviewSink
 from pipeline.shots import ShotCutter, frame_signature
 from pipeline.sinks.live_parquet import RollingPartsWriter, new_session_id
-from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceError, LiveSourceOptions, live_info
+from pipeline.sources.file import DEFAULT_FRAME_RATE
+from pipeline.sources.live import LiveFrame, LiveReader, LiveSourceError, live_info
 from pipeline.stopping import StopRequest
 from pipeline.track import LOST_SECONDS
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 100_000  # latency percentiles are over at most this many recent frames
-LIVE_FRAME_RATE = 25.0  # what the tracker assumes of a camera (its lost-track buffer is in frames)
+# What the tracker assumes of a camera (its lost-track buffer is in frames). Deliberately not the files'
+# DEFAULT_FRAME_RATE: that is a fallback for an odd file, this is every stream's rate, which is never known up front.
+CAMERA_FRAME_RATE = 25.0
 
 
 @dataclass
@@ -73,13 +77,19 @@ class LiveStats:
         return text
 
 
+def _frame_rate(reader: LiveReader) -> float:
+    """The tracker's frame rate: a file's own (or, as in batch mode, ``DEFAULT_FRAME_RATE``), a camera's assumed."""
+    return reader.fps or (CAMERA_FRAME_RATE if reader.stream else DEFAULT_FRAME_RATE)
+
+
 class LiveSource:
     """One source of a live session: its reader, and its own path after the face step (tracker, smoother,
     persons, sinks), shot cuts, counts and latencies.
 
     Args:
-        reader: the source's reader (not started yet).
-        sinks: where its results go (its Parquet parts, JSON lines, its place on the preview page).
+        reader: the source's reader (not started yet); the source owns it from now on and closes it.
+        sinks: where its results go (its Parquet parts, JSON lines, its place on the preview page); owned
+            and closed by the source as well, so a source that ends has its outputs written at once.
         models: the session's models (only their labels and ``embed`` are used here).
         name: what the source is called in results and outputs (default: its redacted URL).
     """
@@ -90,7 +100,7 @@ class LiveSource:
         self.name, self.keep_frames = name or reader.name, keep_frames
         persons = LivePersons(models.embed, LOST_SECONDS) if options.persons != "off" else None
         # a file's own frame rate, as batch mode; causal smoothing: each frame's rows are final at once
-        self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=reader.fps or LIVE_FRAME_RATE,
+        self.path = FacePath(sinks, num_labels=len(models.labels), frame_rate=_frame_rate(reader),
                              smoothing_seconds=options.smoothing_seconds, causal=True, persons=persons)
         self.shots = ShotCutter()
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -241,13 +251,15 @@ def load_models(options: ModelOptions, *, use_ray: bool = False) -> Models:
         return LocalModels(options)
     import ray
 
+    from pipeline.cluster_models import ActorModels, ClusterPlan  # Ray only when a cluster runs the models
+
     plan = ClusterPlan.for_cluster(ray.cluster_resources())
     return ActorModels.start(options, plan)
 
 
 def open_session(sources: list[tuple[str, str | None]], out: Path | None, options: ModelOptions, *,
                  reader_options: LiveSourceOptions = LiveSourceOptions(), jsonl: bool = False,
-                 serve: tuple[str, int] | None = None, roll_seconds: float = 10.0, use_ray: bool = False,
+                 serve: tuple[str, int] | None = None, roll_seconds: float = ROLL_SECONDS, use_ray: bool = False,
                  jsonl_stream: TextIO = sys.stdout) -> tuple[LiveSession, PreviewServer | None]:
     """Everything ``emoray live`` needs, wired: a reader and sinks per (URL or path, name or None) source, one
     set of models. The readers are not started yet (``LiveSession.start``)."""
@@ -256,24 +268,29 @@ def open_session(sources: list[tuple[str, str | None]], out: Path | None, option
     if len(set(names)) != len(names):
         twice = next(name for name in names if names.count(name) > 1)
         raise LiveSourceError(f"two sources are both called {twice!r}: give each a name of its own")
-    models = load_models(options, use_ray=use_ray)
-    session_id = new_session_id()
-    server = PreviewServer(serve[0], serve[1], models.labels, names).start() if serve is not None else None
-    live_sources = []
-    for slot, ((reader, _), name) in enumerate(zip(readers, names)):
-        sinks: list[LiveSink] = []
-        if out is not None:
-            metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": name}
-            sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
-                                            min_episode_seconds=options.min_episode_seconds, name=name,
-                                            session_id=session_id))
-        if jsonl:
-            sinks.append(JsonLinesSink(models.labels, name, jsonl_stream))
+    with contextlib.ExitStack() as made:  # what is made here is closed here if the session cannot start
+        models = load_models(options, use_ray=use_ray)
+        made.callback(models.close)
+        server = PreviewServer(serve[0], serve[1], models.labels, names).start() if serve is not None else None
         if server is not None:
-            sinks.append(PreviewSink(server, models.labels, slot=slot))
-        live_sources.append(LiveSource(reader, sinks, models, options, name=name, keep_frames=server is not None))
-    session = LiveSession(live_sources, models, options)
-    session.warm_up()
+            made.callback(server.close)
+        session_id = new_session_id()
+        live_sources = []
+        for slot, ((reader, _), name) in enumerate(zip(readers, names)):
+            sinks: list[LiveSink] = []
+            if out is not None:
+                metadata = {"models": models.model_ids(), "options": options.to_dict(), "source": name}
+                sinks.append(RollingPartsWriter(out, reader.name, models.labels, metadata, roll_seconds,
+                                                min_episode_seconds=options.min_episode_seconds, name=name,
+                                                session_id=session_id))
+            if jsonl:
+                sinks.append(JsonLinesSink(models.labels, name, jsonl_stream))
+            if server is not None:
+                sinks.append(PreviewSink(server, models.labels, slot=slot))
+            live_sources.append(LiveSource(reader, sinks, models, options, name=name, keep_frames=server is not None))
+        session = LiveSession(live_sources, models, options)
+        session.warm_up()
+        made.pop_all()  # the caller closes the session, its models and the server from now on
     return session, server
 
 

@@ -1,7 +1,7 @@
 """The Ray tasks of batch mode: probing and planning a video, and decoding a segment through the face step.
 
 Decoding runs in CPU tasks wherever CPUs are; each task runs the face step (``pipeline.faces``) on
-batches of frames with the model actors (``pipeline.inference``): frames resized by swscale go to a
+batches of frames with the model actors (``pipeline.cluster_models``): frames resized by swscale go to a
 ``FaceDetector`` actor, only the crops to the ``EmotionClassifier`` actor. Two detector calls per
 task are in flight so decoding overlaps detection; the actors batch whatever segments send them,
 so a GPU stays busy.
@@ -19,7 +19,7 @@ import ray
 from jobs import storage
 from jobs.spec import RunOptions
 from pipeline.faces import FaceStep
-from pipeline.inference import ActorModels
+from pipeline.cluster_models import ActorModels
 from pipeline.results import FaceBatch
 from pipeline.shots import SegmentShots, ShotSignals
 from pipeline.sources.file import VideoInfo, iter_frames

@@ -30,7 +30,7 @@ class FaceTracker:
         lost_seconds: how long a face may go unseen and keep its id.
     """
 
-    def __init__(self, *, frame_rate: float = 30.0, lost_seconds: float = LOST_SECONDS) -> None:
+    def __init__(self, *, frame_rate: float, lost_seconds: float = LOST_SECONDS) -> None:
         self.frame_rate, self.lost_seconds = frame_rate, lost_seconds
         self.reset()
         self._local: dict[int, int] = {}  # ByteTrack's process-wide id -> this video's id

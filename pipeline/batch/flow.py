@@ -24,7 +24,7 @@ from jobs.manifest import FAILED
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
 from pipeline.batch.video import JobContext, UnitLostError, VideoOutcome, VideoTask, annotate
-from pipeline.inference import ActorModels, ClusterPlan
+from pipeline.cluster_models import ActorModels, ClusterPlan
 from pipeline.stages import inspect_video, process_segment
 from pipeline.stopping import StopRequest
 

@@ -32,7 +32,7 @@ from pipeline.batch.flow import INTERRUPTED, SKIPPED, Video, VideoFlow, annotate
 from pipeline.batch.output import JobOutput, check_output_writable
 from pipeline.batch.video import JobContext, VideoOutcome, start_unit_hosts
 from pipeline.errors import InputError
-from pipeline.inference import ActorModels, ClusterPlan, object_store_bytes, start_actors
+from pipeline.cluster_models import ActorModels, ClusterPlan, object_store_bytes, start_actors
 from pipeline.outputs import PublishedOutputs
 from pipeline.persons.across import JOB_PERSONS, embeddings_path, job_persons_table
 from pipeline.sinks.parquet import PART_NAME, PERSONS, STAGING

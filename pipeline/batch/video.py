@@ -21,18 +21,17 @@ from jobs.manifest import COMPLETE, file_records
 from jobs.spec import RunOptions
 from models.errors import EmorayError
 from pipeline.batch.output import JobOutput
-from pipeline.inference import ActorModels
+from pipeline.cluster_models import ActorModels
 from pipeline.path import FacePath
 from pipeline.persons.across import embeddings_path, embeddings_record
 from pipeline.persons.follow import VideoPersons
 from pipeline.persons.table import person_embeddings
 from pipeline.shots import ShotCutter, shot_ids
 from pipeline.sinks.parquet import FACES, VideoParquetSink
-from pipeline.sources.file import VideoInfo
+from pipeline.sources.file import DEFAULT_FRAME_RATE, VideoInfo
 from pipeline.stages import SegmentResult
 from pipeline.track import LOST_SECONDS
 
-DEFAULT_FRAME_RATE = 30.0  # what the tracker assumes of a video whose container gives no frame rate
 
 
 class UnitLostError(EmorayError, RuntimeError):

@@ -41,7 +41,7 @@ from models.errors import EmorayError
 from pipeline.batch import BatchJob
 from pipeline.bench.monitor import Monitor
 from pipeline.faces import detector_input_size
-from pipeline.inference import object_store_bytes
+from pipeline.cluster_models import object_store_bytes
 from pipeline.samples import make_clip, make_crowd_clip
 from pipeline.sources.file import iter_frames, probe
 from pipeline.sources.plan import plan_segments
@@ -282,7 +282,8 @@ def _fresh_run(clip: Path, workdir: Path, address: str | None, options: RunOptio
 
 
 def run_bench(*, resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, seconds: float = 10.0, long_factor: int = 10,
-              det_size: int | None = 640, batch_size: int = 8, device: str = "cpu", backend: str = "auto",
+              det_size: int | None = RunOptions.det_size, batch_size: int = RunOptions.batch_size,
+              device: str = "cpu", backend: str = "auto",
               address: str | None = None, workdir: str | os.PathLike | None = None, quick: bool = False) -> dict:
     """Measure decode, detector, classifier and end-to-end throughput and peak memory; a JSON-ready dict.
 

@@ -1,4 +1,4 @@
-"""A local RTSP camera for the live bench and the live tests: GStreamer's RTSP server serving a file in a loop.
+"""The live bench's RTSP camera on 127.0.0.1 (the live tests use it too): GStreamer's RTSP server looping a file.
 
 GStreamer's Python bindings come from Debian (``make system-deps``), so the server
 (``gst_camera.py``) runs under the system interpreter as a child process in its own process
@@ -21,6 +21,7 @@ from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SCRIPT = Path(__file__).with_name("gst_camera.py")
+READY_TIMEOUT_S = 20.0  # a started server prints READY within about a second; a busy machine may take longer
 
 _CHECK_GSTREAMER = """
 import gi
@@ -35,9 +36,9 @@ assert not missing, "GStreamer elements missing: " + " ".join(missing)
 
 @functools.lru_cache(maxsize=None)
 def rtsp_server_missing() -> str | None:
-    """Why the RTSP test server cannot run here, or None when it can."""
+    """Why the local RTSP camera cannot run here, or None when it can."""
     if not Path(SYSTEM_PYTHON).exists():
-        return f"{SYSTEM_PYTHON} is absent: the RTSP test server needs the system interpreter's PyGObject"
+        return f"{SYSTEM_PYTHON} is absent: the local RTSP camera needs the system interpreter's PyGObject"
     check = subprocess.run([SYSTEM_PYTHON, "-c", _CHECK_GSTREAMER], capture_output=True, text=True)
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["failed"])[-1]
@@ -48,20 +49,16 @@ def rtsp_server_missing() -> str | None:
 class RtspServer:
     """``gst_camera.py`` serving ``video`` at ``rtsp://127.0.0.1:PORT/stream`` as a child process.
 
-    ``port=0`` binds a free port at the first ``start()``; later starts reuse that port, so a client's
-    URL stays valid. The server runs in its own process group and is stopped by it.
+    The first ``start()`` binds a free port; later starts reuse that port, so a client's URL stays valid
+    across an outage. The server runs in its own process group and is stopped by it.
     Its stderr goes to ``self.log_path`` (shown in errors).
     """
 
-    def __init__(self, video: str | os.PathLike, port: int = 0, path: str = "/stream",
-                 ready_timeout: float = 20.0):
+    def __init__(self, video: str | os.PathLike):
         self.video = Path(video)
-        self.port = port
-        self.path = path
-        self.ready_timeout = ready_timeout
+        self.port = 0  # any free port until the first start() binds one
         self.url: str | None = None
         self.process: subprocess.Popen | None = None
-        self.started_at: float | None = None  # time.monotonic() when the last start() saw READY
         self._log_dir = Path(tempfile.mkdtemp(prefix="rtsp-server-"))
         self.log_path = self._log_dir / "server.log"
 
@@ -73,8 +70,7 @@ class RtspServer:
         missing = rtsp_server_missing()
         if missing:
             raise RuntimeError(missing)
-        command = [SYSTEM_PYTHON, str(SCRIPT), str(self.video), "--port", str(self.port),
-                   "--path", self.path]
+        command = [SYSTEM_PYTHON, str(SCRIPT), str(self.video), "--port", str(self.port)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
@@ -85,17 +81,16 @@ class RtspServer:
                                f"{self.log()}")
         self.url = line.split()[1]
         self.port = int(self.url.split(":")[2].split("/")[0])
-        self.started_at = time.monotonic()
         return self.url
 
     def _read_ready_line(self) -> str:
-        deadline = time.monotonic() + self.ready_timeout
+        deadline = time.monotonic() + READY_TIMEOUT_S
         data = b""
         fd = self.process.stdout.fileno()
         while b"\n" not in data:
             left = deadline - time.monotonic()
             if left <= 0:
-                return f"no READY line within {self.ready_timeout:.0f} s"
+                return f"no READY line within {READY_TIMEOUT_S:.0f} s"
             readable, _, _ = select.select([fd], [], [], min(left, 0.2))
             if readable:
                 chunk = os.read(fd, 4096)

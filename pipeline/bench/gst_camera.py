@@ -1,14 +1,16 @@
 #!/usr/bin/python3
-"""A camera-like RTSP server for tests: one MP4 file's H.264, looped forever, at real-time pace.
+"""The camera of `emoray bench --only live`: an RTSP server on 127.0.0.1 sending one MP4 file's H.264,
+looped forever at real-time pace, as a network camera would (the live tests use it too).
 
-Run it with the *system* interpreter (it needs PyGObject and GStreamer's RTSP server library, which
-`make system-deps` installs and which are not in the project's virtual environment):
+``pipeline/bench/camera.py`` (``RtspServer``) starts it with the *system* interpreter (it needs PyGObject
+and GStreamer's RTSP server library, which `make system-deps` installs and which are not in the
+project's virtual environment):
 
-    /usr/bin/python3 pipeline/bench/gst_camera.py VIDEO.mp4 [--port 0] [--path /stream] [--host 127.0.0.1]
+    /usr/bin/python3 pipeline/bench/gst_camera.py VIDEO.mp4 [--port 0]
 
 When it is ready it prints exactly one line, ``READY rtsp://127.0.0.1:PORT/stream``, on stdout; every
-other message goes to stderr. ``--port 0`` (the default) binds any free port; ``--port N`` binds N (tests
-restart a killed server on the same port). SIGTERM and SIGINT stop it cleanly (exit status 0).
+other message goes to stderr. ``--port 0`` (the default) binds any free port; ``--port N`` binds N (a
+camera started again after an outage keeps its URL). SIGTERM and SIGINT stop it cleanly (exit status 0).
 
 How it behaves like a camera rather than like a file server:
 
@@ -57,6 +59,47 @@ def log(message: str) -> None:
     print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
 
 
+class EndlessTimeline:
+    """Places each access unit of the looping file on one endless timeline: the pass number times the clip's
+    period, plus its time in the file (nanoseconds from the first access unit).
+
+    Our own loop arithmetic rather than the segments' running time: for files with an edit list (B-frames)
+    GStreamer's accumulated segment base is off by up to a frame per loop, which gave two frames the same
+    timestamp at the loop boundary and a clock that drifts from the clip's.
+    """
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget everything: the flushing seek that starts looping starts the timeline afresh."""
+        self.loops = 0  # complete passes through the file
+        self._loop_base = self._loop_length = 0
+        self._pts_start = self._pts_end = self._decode_end = 0
+        self._origin: int | None = None
+        self._last_decode: int | None = None
+
+    def place(self, pts: int | None, dts: int | None, decode: int, duration: int) -> tuple[int, int | None, int | None]:
+        """(decode time, PTS, DTS) of the next access unit on the endless timeline (None where it has none)."""
+        if self._last_decode is not None and decode < self._last_decode:
+            self.loops += 1
+            self._loop_base += self._loop_length
+        self._last_decode = decode
+        if self.loops == 0:  # the first pass measures the clip's period: its presentation span, or
+            # its decode span where that is longer (frames cut by an edit list leave gaps in the DTS)
+            shown = pts if pts is not None else decode
+            if self._origin is None:
+                self._origin, self._pts_start = decode, shown
+            self._pts_start = min(self._pts_start, shown)
+            self._pts_end = max(self._pts_end, shown + duration)
+            self._decode_end = max(self._decode_end, decode + duration)
+            self._loop_length = max(self._pts_end - self._pts_start, self._decode_end - self._origin)
+        t_decode = self._loop_base + decode - self._origin
+        t_pts = None if pts is None else self._loop_base + pts - self._origin
+        t_dts = None if dts is None else self._loop_base + dts - self._origin
+        return t_decode, t_pts, t_dts
+
+
 class LoopingSource:
     """Plays the file's H.264 in a loop at real-time pace and fans each access unit out to the sinks."""
 
@@ -91,16 +134,10 @@ class LoopingSource:
         self.caps: Gst.Caps | None = None
         self.lock = threading.Lock()
         self.sinks: dict[int, dict] = {}  # id(appsrc) -> {"appsrc", "offset", "ready"}, one per media
-        self.loops = 0  # complete passes through the file
         self.stopping = False
-        # The endless timeline, kept by the streaming thread only (see _on_new_sample).
+        self.timeline = EndlessTimeline()  # kept by the streaming thread only (see _on_new_sample)
         self.clock = Gst.SystemClock.obtain()  # the clock every pipeline of this process uses
         self._clock_zero: int | None = None
-        self._origin: int | None = None
-        self._loop_length = 0
-        self._loop_base = 0
-        self._pts_start = self._pts_end = self._decode_end = 0
-        self._last_decode: int | None = None
         self._flushed = False
         self._first_sample = threading.Event()  # set when the first access unit after the seek is seen
         self._first_is_keyframe = False
@@ -203,32 +240,13 @@ class LoopingSource:
         decode = dts if dts is not None else pts
         if decode is None:
             return Gst.FlowReturn.OK  # an access unit without any timestamp cannot be placed in time
-        # Our own loop arithmetic rather than the segments' running time: for files with an edit list
-        # (B-frames) GStreamer's accumulated segment base is off by up to a frame per loop, which gave
-        # two frames the same timestamp at the loop boundary and a clock that drifts from the clip's.
         fresh = self._flushed  # the first access unit after the seek that started the loop
         if self._flushed:
             self._flushed = False
-            self.loops, self._loop_base, self._loop_length = 0, 0, 0
-            self._pts_start = self._pts_end = self._decode_end = 0
-            self._origin = self._last_decode = self._clock_zero = None
-        if self._last_decode is not None and decode < self._last_decode:
-            self.loops += 1
-            self._loop_base += self._loop_length
-        self._last_decode = decode
-        if self.loops == 0:  # the first pass measures the clip's period: its presentation span, or
-            # its decode span where that is longer (frames cut by an edit list leave gaps in the DTS)
-            duration = 0 if buf.duration == Gst.CLOCK_TIME_NONE else buf.duration
-            shown = pts if pts is not None else decode
-            if self._origin is None:
-                self._origin, self._pts_start = decode, shown
-            self._pts_start = min(self._pts_start, shown)
-            self._pts_end = max(self._pts_end, shown + duration)
-            self._decode_end = max(self._decode_end, decode + duration)
-            self._loop_length = max(self._pts_end - self._pts_start, self._decode_end - self._origin)
-        t_decode = self._loop_base + decode - self._origin  # ns on the endless timeline
-        t_pts = None if pts is None else self._loop_base + pts - self._origin
-        t_dts = None if dts is None else self._loop_base + dts - self._origin
+            self.timeline.restart()
+            self._clock_zero = None
+        duration = 0 if buf.duration == Gst.CLOCK_TIME_NONE else buf.duration
+        t_decode, t_pts, t_dts = self.timeline.place(pts, dts, decode, duration)  # ns on the endless timeline
 
         keyframe = not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
         if fresh:
@@ -294,6 +312,8 @@ class SharedFactory(GstRtspServer.RTSPMediaFactory):
 
 
 MAIN_LOOP: GLib.MainLoop | None = None
+HOST = "127.0.0.1"  # a local camera only: nothing outside this machine can reach it
+MOUNT_PATH = "/stream"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,12 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", type=Path, help="an MP4 (or MOV) file with H.264 video")
     parser.add_argument("--port", type=int, default=0, help="TCP port to bind; 0 = any free port (default)")
-    parser.add_argument("--path", default="/stream", help="mount path (default /stream)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     args = parser.parse_args(argv)
     if not args.video.is_file():
         parser.error(f"{args.video} is not a file")
-    path = args.path if args.path.startswith("/") else "/" + args.path
 
     Gst.init(None)
     MAIN_LOOP = GLib.MainLoop()
@@ -314,12 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     source.start()
 
     server = GstRtspServer.RTSPServer()
-    server.set_address(args.host)
+    server.set_address(HOST)
     server.set_service(str(args.port))
-    server.get_mount_points().add_factory(path, SharedFactory(source))
+    server.get_mount_points().add_factory(MOUNT_PATH, SharedFactory(source))
     if not server.attach(None) or server.get_bound_port() <= 0:  # attach() returns 0 when it cannot bind
         source.stop()
-        raise SystemExit(f"gst_camera.py: cannot listen on {args.host}:{args.port} (in use?)")
+        raise SystemExit(f"gst_camera.py: cannot listen on {HOST}:{args.port} (in use?)")
     port = server.get_bound_port()
 
     def quit_loop() -> bool:
@@ -330,14 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGINT, quit_loop)
 
     log(f"serving {args.video.name}: {source.describe()}, looped")
-    print(f"READY rtsp://{args.host}:{port}{path}", flush=True)
+    print(f"READY rtsp://{HOST}:{port}{MOUNT_PATH}", flush=True)
     try:
         MAIN_LOOP.run()
     finally:
         source.stop()
     if source.error:
         return 1
-    log(f"stopped after {source.loops} complete loops")
+    log(f"stopped after {source.timeline.loops} complete loops")
     return 0
 
 

@@ -22,7 +22,7 @@ import psutil
 
 from models.errors import EmorayError
 from pipeline.bench.report import format_number, text_table
-from jobs.spec import ModelOptions
+from jobs.spec import LiveSourceOptions, ModelOptions
 from pipeline.bench.camera import RtspServer, rtsp_server_missing
 from pipeline.faces import FaceStep
 from pipeline.inference import LocalModels
@@ -31,7 +31,7 @@ from pipeline.results import FaceBatch
 from pipeline.samples import make_clip
 from pipeline.sinks.live_parquet import RollingPartsWriter
 from pipeline.sources.file import iter_frames, probe
-from pipeline.sources.live import LiveReader, LiveSourceOptions
+from pipeline.sources.live import LiveReader
 
 LIVE_RESOLUTIONS: tuple[tuple[int, int], ...] = ((640, 360), (1280, 720))
 FPS = 25

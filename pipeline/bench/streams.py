@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.spec import ModelOptions
+from jobs.spec import LiveSourceOptions, ModelOptions
 from pipeline.bench.camera import RtspServer, rtsp_server_missing
 from pipeline.bench.live import LiveBenchError, RssSampler
 from pipeline.bench.report import format_number, text_table
@@ -25,7 +25,7 @@ from pipeline.inference import LocalModels
 from pipeline.live import LiveSession, LiveSource
 from pipeline.results import FaceBatch
 from pipeline.samples import make_clip
-from pipeline.sources.live import LiveReader, LiveSourceOptions
+from pipeline.sources.live import LiveReader
 
 STREAM_FPS = 10
 STREAM_SIZE = (640, 360)

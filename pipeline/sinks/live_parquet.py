@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.files import move_into_place
+from jobs.spec import ROLL_SECONDS, ModelOptions
 from pipeline.persons.table import persons_table
 from pipeline.results import NO_PERSON, FaceBatch
 from pipeline.timeline import TimelineTotals
@@ -56,7 +57,8 @@ class RollingPartsWriter:
     """
 
     def __init__(self, out: Path, source_name: str, labels: list[str], metadata: dict[str, object],
-                 roll_seconds: float = 10.0, *, min_episode_seconds: float = 0.5, name: str | None = None,
+                 roll_seconds: float = ROLL_SECONDS, *,
+                 min_episode_seconds: float = ModelOptions.min_episode_seconds, name: str | None = None,
                  session_id: str | None = None) -> None:
         self.source_name, self.labels, self.roll_seconds = source_name, list(labels), roll_seconds
         self.name = name or source_name  # the source's name in a session of several (the "source" column)

@@ -22,6 +22,7 @@ from pipeline.errors import VideoError
 _LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"})
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 _VIDEO_TO_FULL_RANGE = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+DEFAULT_FRAME_RATE = 30.0  # what a file whose container gives no frame rate (or a frame no timestamp) is taken to run at
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def iter_frames(
         previous_bucket: int | None = None  # the first frame of a range is kept unless pre-roll says otherwise
         try:
             for frame in container.decode(stream):
-                pts_time = (float(frame.pts * time_base) - origin) if frame.pts is not None else index / 30.0
+                pts_time = (float(frame.pts * time_base) - origin) if frame.pts is not None else index / DEFAULT_FRAME_RATE
                 bucket = _bucket(pts_time, sample_fps)
                 if pts_time < start_time - 1e-6:
                     previous_bucket = bucket

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from jobs.spec import RANGES, OptionError
+from jobs.spec import LiveSourceOptions
 from models.errors import EmorayError
 from pipeline.errors import VideoError
 from pipeline.sources.file import DecodedFrame, VideoInfo, iter_frames, probe
@@ -33,24 +33,6 @@ STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "
 
 class LiveSourceError(EmorayError, ConnectionError):
     """A live source cannot be read: unreachable, refused, not a video, or it kept failing."""
-
-
-@dataclass(frozen=True)
-class LiveSourceOptions:
-    """How to open and keep reading a live source."""
-
-    rtsp_transport: str = "tcp"
-    timeout: float = 5.0  # seconds for connecting and for each read
-    max_retries: int = 5  # failed attempts in a row before giving up
-    backoff_initial: float = 0.5  # seconds before the first retry, doubled per failure
-    backoff_max: float = 8.0
-    realtime: bool = False  # pace a file at its frame rate (newest frame first) instead of every frame at full speed
-
-    def __post_init__(self) -> None:
-        for name in ("timeout", "backoff_initial", "backoff_max"):
-            RANGES["timeout"].check(name, getattr(self, name))
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise OptionError("max_retries", f"max_retries must be an integer >= 0, but got {self.max_retries!r}")
 
 
 @dataclass

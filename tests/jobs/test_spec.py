@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from jobs.spec import RANGES, JobSpec, ModelOptions, OptionError, RunOptions
-from pipeline.sources.live import LiveSourceOptions
+from jobs.spec import RANGES, JobSpec, LiveSourceOptions, ModelOptions, OptionError, RunOptions
 
 NAN, INF = float("nan"), float("inf")
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from jobs import entrypoint, submit
 from pipeline.cli import main
-from pipeline.cli_cluster import NOT_FORWARDED, run_arguments
+from pipeline.cli.cluster import NOT_FORWARDED, run_arguments
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"  # on the development machines: no cv2, torch or ray

@@ -22,10 +22,7 @@ come from ../shared/data).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -52,7 +49,7 @@ RTSP_CLIPS = {
 }
 
 class FaultyCamera(RtspServer):
-    """The bench's RTSP camera with the faults the live tests inject: power loss, reboot, a hang."""
+    """The bench's RTSP camera (``RtspServer``) with the faults the live tests inject: power loss, reboot, a hang."""
 
     def kill(self) -> None:
         """Kills the server at once (SIGKILL), like a camera losing power; ``start()`` brings it back."""
@@ -86,15 +83,14 @@ def require_rtsp_server() -> None:
 
 @pytest.fixture
 def rtsp_server_factory():
-    """``make(video, port=0, path="/stream", start=True) -> RtspServer``; all are stopped at teardown."""
+    """``make(video) -> FaultyCamera``, started; all are stopped at teardown."""
     require_rtsp_server()
     servers: list[FaultyCamera] = []
 
-    def make(video: str | os.PathLike, port: int = 0, path: str = "/stream", start: bool = True) -> FaultyCamera:
-        server = FaultyCamera(video, port=port, path=path)
+    def make(video: str | os.PathLike) -> FaultyCamera:
+        server = FaultyCamera(video)
         servers.append(server)
-        if start:
-            server.start()
+        server.start()
         return server
 
     yield make

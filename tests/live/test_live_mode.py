@@ -21,11 +21,11 @@ import numpy as np
 
 import pyarrow.parquet as pq
 
-from jobs.spec import ModelOptions
+from jobs.spec import LiveSourceOptions, ModelOptions
 from models.datasets import FER_LABELS
 from pipeline.live import LiveSession, LiveSource
 from pipeline.query import connect as query_connect
-from pipeline.sources.live import LiveReader, LiveSourceOptions
+from pipeline.sources.live import LiveReader
 from tests.conftest import shared
 
 EMORAY = [sys.executable, "-m", "pipeline.cli"]
@@ -222,3 +222,21 @@ def test_a_frozen_camera_times_out_and_is_reconnected_over_udp(rtsp_server):
     assert len(before) == 10 and "timed out" in err
     assert len([r for r in after if r["capture_time"] > thawed and r["faces"]]) >= 8  # one may predate the freeze
     assert summary["reconnects"] >= 1
+
+
+def test_live_mode_with_its_models_in_this_process_never_imports_ray(tmp_path):
+    """Ray costs start-up time and memory that a live session whose models run in-process does not need."""
+    code = "\n".join([
+        "import sys",
+        "from pipeline.cli import main",
+        f"try: main(['live', {str(shared('videos/two_faces.mp4'))!r}, '-o', {str(tmp_path / 'out')!r}, '--json'],"
+        " standalone_mode=False)",
+        "except SystemExit as done: print('exit', done.code)",
+        "print('ray imported', 'ray' in sys.modules)",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    lines = result.stdout.splitlines()
+    assert lines[-2:] == ["exit 0", "ray imported False"], result.stderr[-2000:]
+    assert json.loads(lines[0])["processed"] > 0
+    assert list((tmp_path / "out").rglob("*.parquet"))

@@ -1,4 +1,4 @@
-"""The live tests' own instruments work: the RTSP camera (pipeline/bench/camera.py) and headless Chromium."""
+"""The live tests' instruments work: the bench's RTSP camera (pipeline/bench/camera.py) and headless Chromium."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The face step and the tracker stage, on real weights and real frames, without Ray."""
+"""The face step (``pipeline.faces``), on real weights and real frames, without Ray."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 
 from jobs.spec import ModelOptions
 from pipeline.faces import FaceStep
-from pipeline.inference import ClusterPlan, LocalModels
+from pipeline.inference import LocalModels
 from pipeline.results import FaceBatch
 from pipeline.sources.file import DecodedFrame, VideoInfo
-from pipeline.track import FaceTracker
 from tests.conftest import read_rgb
 
 
@@ -96,59 +95,3 @@ def _by_x(batch: FaceBatch) -> FaceBatch:
     arrays = {name: getattr(batch, name)[order] for name in
               ("face_frame", "xyxy", "det_score", "landmarks", "probabilities", "face_px", "yaw", "pitch", "sharpness")}
     return FaceBatch(batch.frame_index, batch.pts_time, **arrays)
-
-
-def _batch(frames: list[list[tuple[float, float]]], start: int = 0) -> FaceBatch:
-    """Faces of 40x40 px at the given top-left corners, one list per frame."""
-    boxes = [[x, y, x + 40, y + 40] for corners in frames for x, y in corners]
-    n = len(boxes)
-    return FaceBatch(
-        frame_index=np.arange(start, start + len(frames)), pts_time=np.arange(start, start + len(frames)) / 10.0,
-        face_frame=np.repeat(np.arange(start, start + len(frames)), [len(c) for c in frames]),
-        xyxy=np.array(boxes, np.float32).reshape(-1, 4), det_score=np.ones(n, np.float32),
-        landmarks=np.zeros((n, 5, 2), np.float32), probabilities=np.full((n, 7), 1 / 7, np.float32),
-        face_px=np.full(n, 40, np.float32), yaw=np.zeros(n, np.float32), pitch=np.zeros(n, np.float32),
-        sharpness=np.ones(n, np.float32))
-
-
-def test_the_tracker_stage_follows_faces_across_batches_and_short_gaps():
-    tracker = FaceTracker(frame_rate=10)
-    first = tracker.update_with_faces(_batch([[(0, 0), (200, 0)], [(5, 0), (205, 0)]]))
-    assert first.track_id.tolist() == [0, 1, 0, 1]
-    # the next batch of the same video: one frame misses the right face, then both again, and a newcomer
-    second = tracker.update_with_faces(_batch([[(10, 0)], [(15, 0), (210, 0), (400, 300)]], start=2))
-    assert second.track_id.tolist() == [0, 0, 1, 2]
-    assert tracker.update_with_faces(_batch([[]], start=4)).track_id.tolist() == []
-
-
-def test_two_faces_crossing_keep_their_ids():
-    """Boxes that overlap as two people pass each other: the motion model tells them apart."""
-    tracker = FaceTracker(frame_rate=10)
-    frames = [[(20 * i, 0), (220 - 20 * i, 5)] for i in range(12)]  # they meet at frame 5-6 and go on
-    ids = tracker.update_with_faces(_batch(frames)).track_id.reshape(-1, 2)
-    assert (ids == [0, 1]).all()
-
-
-def test_a_face_gone_longer_than_the_lost_time_comes_back_as_a_new_track():
-    tracker = FaceTracker(frame_rate=10, lost_seconds=1.0)
-    ids = tracker.update_with_faces(_batch([[(0, 0)]] + [[]] * 15 + [[(0, 0)]])).track_id
-    assert ids.tolist() == [0, 1]
-
-
-@pytest.mark.parametrize("resources, nodes, expected", [
-    # a 2-core laptop: one model actor on one CPU with both threads, half-CPU decode tasks, one segment at a time
-    ({"CPU": 2}, [2], dict(actors=1, actor_threads=2, segment_cpus=0.5, max_segments_in_flight=1)),
-    # a 16-core machine: two actors of 7 threads, a CPU per decode task, the rest decoding
-    ({"CPU": 16}, [16], dict(actors=2, actor_threads=7, segment_cpus=1.0, max_segments_in_flight=2)),
-    # four 4-core nodes: an actor never asks for more than one node has (4, not 7), the other CPUs decode
-    ({"CPU": 16}, [4, 4, 4, 4], dict(actors=2, actor_threads=4, segment_cpus=1.0, max_segments_in_flight=7)),
-    # ten 2-core nodes: actors fit a node (2 threads), every free CPU decodes
-    ({"CPU": 20}, [2] * 10, dict(actors=2, actor_threads=2, segment_cpus=1.0, max_segments_in_flight=15)),
-    # GPUs: one actor per GPU, the CPUs decode
-    ({"CPU": 16, "GPU": 2}, [16], dict(actors=2, actor_threads=2, segment_cpus=1.0, max_segments_in_flight=14)),
-])
-def test_the_cluster_plan_sizes_actors_and_decoding_to_the_cluster(resources, nodes, expected):
-    plan = ClusterPlan.for_cluster(resources, nodes)
-    assert {name: getattr(plan, name) for name in expected} == expected
-    assert plan.actor_resources.get("num_cpus", 0) <= max(nodes)
-    assert plan.actor_resources.get("num_gpus", 0) == (1 if "GPU" in resources else 0)

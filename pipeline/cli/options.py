@@ -10,7 +10,6 @@ from typing import Callable
 import click
 
 from jobs.spec import PERSONS_MODES, RANGES, ModelOptions, OptionError, Range
-from models import registry
 from models.errors import EmorayError
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -87,32 +86,34 @@ class DetectorSize(click.ParamType):
 
 def model_options(function: Callable) -> Callable:
     """The model, detection and smoothing options of ``run`` and ``live``, passed on as one
-    ``model_options`` dict (the fields of ``jobs.spec.ModelOptions``)."""
+    ``model_options`` dict (the fields of ``jobs.spec.ModelOptions``, whose defaults they show)."""
     options = [
-        click.option("--detector", default=registry.DEFAULT_DETECTOR, show_default=True,
+        click.option("--detector", default=ModelOptions.detector, show_default=True,
                      help="Detector weights: a name, a checkpoint path or a URL."),
-        click.option("--emotion-model", default=registry.DEFAULT_EMOTION_MODEL, show_default=True,
+        click.option("--emotion-model", default=ModelOptions.emotion_model, show_default=True,
                      help="Emotion weights: a name or a checkpoint path."),
-        click.option("--min-face", type=range_type(RANGES["min_face"]), default=0.0, show_default=True,
+        click.option("--min-face", type=range_type(RANGES["min_face"]), default=ModelOptions.min_face, show_default=True,
                      help="Ignore faces smaller than this many pixels (shorter side)."),
-        click.option("--det-size", type=DetectorSize(), default=640, show_default=True,
+        click.option("--det-size", type=DetectorSize(), default=ModelOptions.det_size, show_default=True,
                      help="Longer side of the detector input in pixels (32-8192), or 'native'."),
-        click.option("--score-threshold", type=range_type(RANGES["score_threshold"]), default=0.6, show_default=True,
+        click.option("--score-threshold", type=range_type(RANGES["score_threshold"]), default=ModelOptions.score_threshold, show_default=True,
                      help="Minimum face score."),
-        click.option("--batch-size", type=range_type(RANGES["batch_size"]), default=8, show_default=True,
+        click.option("--batch-size", type=range_type(RANGES["batch_size"]), default=ModelOptions.batch_size, show_default=True,
                      help="Frames per detector call."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=ModelOptions.device, show_default=True,
                      help="Where the models run."),
-        click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+        click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default=ModelOptions.backend, show_default=True,
                      help="Inference engine: onnxruntime on CPUs and torch on GPUs with auto."),
-        click.option("--smoothing-seconds", type=range_type(RANGES["smoothing_seconds"]), default=1.0, show_default=True,
+        click.option("--smoothing-seconds", type=range_type(RANGES["smoothing_seconds"]),
+                     default=ModelOptions.smoothing_seconds, show_default=True,
                      help="Time constant of each track's moving average of emotions (0: none)."),
-        click.option("--persons", type=click.Choice(PERSONS_MODES), default="video", show_default=True,
+        click.option("--persons", type=click.Choice(PERSONS_MODES), default=ModelOptions.persons, show_default=True,
                      help="Join tracks into persons by face appearance: per video (live: per session), also "
                           "across the job's videos, or off (tracks only)."),
         click.option("--keep-embeddings", is_flag=True,
                      help="Also write each person's mean face embedding (biometric data) to the persons table."),
-        click.option("--min-episode", "min_episode_seconds", type=range_type(RANGES["min_episode_seconds"]), default=0.5,
+        click.option("--min-episode", "min_episode_seconds", type=range_type(RANGES["min_episode_seconds"]),
+                     default=ModelOptions.min_episode_seconds,
                      show_default=True, help="Shortest stretch of one smoothed emotion that counts as an episode, seconds."),
     ]
 

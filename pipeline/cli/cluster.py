@@ -14,7 +14,7 @@ import click
 
 from jobs.submit import DEFAULT_DASHBOARD, ClusterError, ClusterJobs, JobState, cluster_path
 from models.errors import EmorayError
-from pipeline.cli_options import EXIT_FAILED, EXIT_OK, exits_on_error
+from pipeline.cli.options import EXIT_FAILED, EXIT_OK, exits_on_error
 
 NOT_FORWARDED = ("address",)  # the driver on the cluster joins the cluster it runs on
 
