@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.sources.file import DecodedFrame
+from pipeline.sources.file import DecodedFrame, reformat
 
 THUMBNAIL_WH = (32, 18)  # width, height of a frame's signature; 32 x 18 x 3 = 1,728 bytes
 CUT_THRESHOLD = 27.0  # ContentDetector's default: measured inside shots <= 19, at cuts >= 39 (module docstring)
@@ -41,7 +41,7 @@ def frame_signature(frame: DecodedFrame) -> np.ndarray:
     The stored orientation is kept: the score compares frames of one video, which all share it.
     """
     width, height = THUMBNAIL_WH
-    bgr = frame.frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA").to_ndarray()
+    bgr = reformat(frame.frame, width=width, height=height, format="bgr24", interpolation="AREA").to_ndarray()
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
 
 
