@@ -75,6 +75,19 @@ def environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def serving(bucket: str):
+    """A started S3Server with ``bucket`` made and its endpoint in this process's environment (so in that of a
+    Ray started meanwhile); stopped on leaving."""
+    server = S3Server()
+    try:
+        server.filesystem().create_dir(bucket)
+        with environment(server.env()):
+            yield server
+    finally:
+        server.stop()
+
+
 class Gate:
     """Forwards 127.0.0.1:``port`` to ``target_port``; ``close()`` refuses and cuts every connection."""
 

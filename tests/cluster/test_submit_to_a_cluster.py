@@ -23,7 +23,7 @@ import pytest
 
 from tests.cluster.nodes import LocalCluster
 from tests.conftest import shared
-from tests.s3 import S3Server, environment
+from tests.s3 import serving
 
 # decoded frames; the 169-frame clip keeps a job busy long enough to be stopped half-way (the others take ~1 s)
 CLIPS = {"two_faces.mp4": 56, "three_faces_walking.mp4": 41, "single_face.mp4": 72, "face_noface.mov": 169}
@@ -39,13 +39,8 @@ def clips() -> list[str]:
 @pytest.fixture(scope="module")
 def s3():
     """An S3 server whose endpoint the cluster's nodes (started after it) have in their environment."""
-    server = S3Server()
-    server.filesystem().create_dir(BUCKET)
-    try:
-        with environment(server.env()):
-            yield server
-    finally:
-        server.stop()
+    with serving(BUCKET) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -257,7 +257,7 @@ def test_eval_prints_the_accuracy_of_a_direct_computation(val_sample, tmp_path):
                                        "--json", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["accuracy"] == pytest.approx(direct, abs=1e-12)  # the same 175 faces in one batch, this process
+    assert report["accuracy"] == pytest.approx(direct, abs=0.5 / len(val))  # the same faces right: a count over 175
     assert np.array(report["confusion_matrix"]).sum() == len(val) == 175
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
     assert report["calibration"]["ece"] == pytest.approx(direct_ece, abs=1e-6)

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from pipeline.cli import main
 from pipeline.sources.file import iter_frames
 from tests.conftest import shared
-from tests.s3 import Gate, S3Server, environment
+from tests.s3 import Gate, S3Server, serving
 
 CLIPS = ["two_faces.mp4", "three_faces_walking.mp4"]
 BUCKET = "bucket"
@@ -36,17 +36,12 @@ BUCKET = "bucket"
 def s3():
     """The S3 server, with recordings/ holding the clips (one in a subfolder), and its endpoint in the
     environment of this process and of the Ray it then starts."""
-    server = S3Server()
-    filesystem = server.filesystem()
-    filesystem.create_dir(BUCKET)
-    for name, key in ((CLIPS[0], CLIPS[0]), (CLIPS[1], f"day2/{CLIPS[1]}")):
-        with filesystem.open_output_stream(f"{BUCKET}/recordings/{key}") as handle:
-            handle.write(shared(f"videos/{name}").read_bytes())
-    try:
-        with environment(server.env()):
-            yield server
-    finally:
-        server.stop()
+    with serving(BUCKET) as server:
+        filesystem = server.filesystem()
+        for name, key in ((CLIPS[0], CLIPS[0]), (CLIPS[1], f"day2/{CLIPS[1]}")):
+            with filesystem.open_output_stream(f"{BUCKET}/recordings/{key}") as handle:
+                handle.write(shared(f"videos/{name}").read_bytes())
+        yield server
 
 
 @pytest.fixture(scope="module")
