@@ -9,6 +9,7 @@ architecture, its preprocessing and calibration travel with the weights, so any 
 
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass
@@ -92,3 +93,12 @@ def load(path: Path, role: str) -> dict:
         state = state_dict_from_pytorch_retinaface(payload)
         return detector_checkpoint(state, backbone_of(state)) | {"name": path.stem}
     raise WeightsError(f"{path}: not a {role} checkpoint (format {payload.get('format')!r})")
+
+
+def save(payload: dict, path: Path) -> None:
+    """Write a checkpoint atomically: a reader sees the old file or the new one, never half of one."""
+    import torch
+
+    temporary = path.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)

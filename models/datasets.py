@@ -205,3 +205,10 @@ def ferplus_majority_targets(dataset: FaceDataset, votes_csv: str | Path) -> tup
         raise DatasetError(f"{votes_csv}: not a readable FER+ vote file (fer2013new.csv): {error}") from error
     kept = np.array([str(name) in majority for name in dataset.names], bool)
     return kept, np.array([majority[str(name)] for name in dataset.names[kept]], np.int64)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(n, h, w) images at ``size`` x ``size`` (area interpolation): a model's input size from FER's 48."""
+    if images.shape[1:] == (size, size):
+        return images
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])

@@ -16,7 +16,7 @@ import numpy as np
 
 from models import checkpoint
 from models.calibration import fit_temperature
-from models.datasets import FaceDataset
+from models.datasets import FaceDataset, resize_images
 
 
 def ensemble_checkpoint(members: list[dict], name: str) -> dict:
@@ -41,14 +41,14 @@ def make_ensemble(member_paths: list[Path], val_set: FaceDataset, output: Path, 
     its val metrics recorded as a trained model's are; returns those metrics."""
     from models.classifier import EmotionClassifier
     from models.evaluate import evaluate
-    from models.train import _resize, _save, _val_logits
+    from models.emotion.graph import checkpoint_logits
 
     members = [checkpoint.load(path, "emotion") for path in member_paths]
     payload = ensemble_checkpoint(members, name or output.stem)
-    images = _resize(val_set.images, payload["preprocess"]["input_size"])
+    images = resize_images(val_set.images, payload["preprocess"]["input_size"])
     mapping = np.array([payload["labels"].index(label) for label in val_set.labels])
-    payload["temperature"] = fit_temperature(_val_logits(payload, images), mapping[val_set.targets])
-    _save(payload, output)
+    payload["temperature"] = fit_temperature(checkpoint_logits(payload, images), mapping[val_set.targets])
+    checkpoint.save(payload, output)
     val = evaluate(EmotionClassifier(output, device="cpu", backend="torch"), val_set)
     payload["metrics"] = {
         "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"], "val_ece": val["calibration"]["ece"],
@@ -58,7 +58,7 @@ def make_ensemble(member_paths: list[Path], val_set: FaceDataset, output: Path, 
                      "val_accuracy": m.get("metrics", {}).get("val_accuracy")} for m in members],
         "made_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _save(payload, output)
+    checkpoint.save(payload, output)
     return payload["metrics"]
 
 

@@ -10,7 +10,6 @@ checkpoint whose architecture, labels, preprocessing, data hash and metrics trav
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import threading
 import time
@@ -26,7 +25,8 @@ from models import checkpoint, registry
 from models.calibration import fit_temperature
 from models.backend import default_threads
 from models.errors import EmorayError
-from models.datasets import FaceDataset
+from models.datasets import FaceDataset, resize_images
+from models.emotion.graph import checkpoint_logits
 from models.train_config import TrainConfig
 from models.train_progress import learning_curve_png, watch_epochs
 from models.train_worker import train_loop
@@ -81,8 +81,8 @@ def teacher_probabilities(teachers: tuple[str, ...], images: np.ndarray,
         model_ids.append(model_id)
         if tuple(payload["labels"]) != tuple(labels):
             raise EmorayError(f"teacher {name} predicts {payload['labels']}, not the training labels {labels}")
-        faces = _resize(images, payload["preprocess"]["input_size"])
-        total += probabilities(_val_logits(payload, faces), DISTILL_TEMPERATURE)
+        faces = resize_images(images, payload["preprocess"]["input_size"])
+        total += probabilities(checkpoint_logits(payload, faces), DISTILL_TEMPERATURE)
     return total / len(teachers), model_ids
 
 
@@ -125,7 +125,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
     output.parent.mkdir(parents=True, exist_ok=True)
     state_path = output.with_name(output.name + ".state.pt")
     size = config.input_size
-    resized = [_resize(dataset.images, size) for dataset in (train_set, val_set)]
+    resized = [resize_images(dataset.images, size) for dataset in (train_set, val_set)]
     taught, teacher_ids = training_targets(train_set, config, ferplus_targets)
     started = time.perf_counter()
     cpus = ray.cluster_resources().get("CPU", 1)
@@ -155,8 +155,8 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         labels=train_set.labels,
     )
     payload["name"] = output.stem
-    payload["temperature"] = fit_temperature(_val_logits(payload, resized[1]), val_set.targets)
-    _save(payload, output)
+    payload["temperature"] = fit_temperature(checkpoint_logits(payload, resized[1]), val_set.targets)
+    checkpoint.save(payload, output)
     # the recorded val metrics are those of the shipped weights, computed the way `emoray eval` does
     from models.classifier import EmotionClassifier
     from models.evaluate import evaluate
@@ -171,7 +171,7 @@ def train(train_set: FaceDataset, val_set: FaceDataset, config: TrainConfig, out
         "train_images": len(train_set), "val_images": len(val_set), "config": asdict(config), "command": command,
         "teacher_ids": teacher_ids,
     }
-    _save(payload, output)
+    checkpoint.save(payload, output)
     learning_curve_png(history, output.with_name(output.name + ".curve.png"))
     return payload["metrics"]
 
@@ -211,30 +211,3 @@ def _chosen_weights(saved: dict, output: Path, *, fine_tuning: bool, force_write
         raise NoImprovementError(f"{message}; {output} was not written (--force-write writes the best "
                                  "fine-tuned epoch anyway)")
     return saved["best_tuned_state"], tuned
-
-
-def _val_logits(payload: dict, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(views, n, classes) logits of the checkpoint's graph on uint8 images at its input size: for the
-    temperature fit, and the teachers' probabilities."""
-    from models.emotion.graph import build as build_graph
-
-    graph, _ = build_graph(payload)
-    graph.eval()
-    with torch.inference_mode():
-        parts = [graph.logits(torch.from_numpy(images[start:start + batch_size]))
-                 for start in range(0, len(images), batch_size)]
-    return torch.cat(parts, dim=1).numpy()
-
-
-def _save(payload: dict, output: Path) -> None:
-    temporary = output.with_suffix(".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, output)
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    if images.shape[1:] == (size, size):
-        return images
-    import cv2
-
-    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 import torch.nn.functional as F
 

@@ -25,7 +25,7 @@ from models import EmotionClassifier, FaceDetector, registry  # noqa: E402
 from models.datasets import ferplus_majority_targets, read_class_folders  # noqa: E402
 from models.ensemble import make_ensemble  # noqa: E402
 from models.evaluate import evaluate  # noqa: E402
-from models.train import _save  # noqa: E402
+from models import checkpoint  # noqa: E402
 
 
 def ms_per_face(model: str | Path, faces: np.ndarray) -> float:
@@ -59,7 +59,7 @@ def main() -> int:
     metrics["default_cpu_ms_per_face"] = ms_per_face(registry.DEFAULT_EMOTION_MODEL, faces)
     payload = torch.load(args.output, map_location="cpu", weights_only=True)
     payload["metrics"] = metrics
-    _save(payload, args.output)
+    checkpoint.save(payload, args.output)
     print({key: value for key, value in metrics.items() if key != "members"})
     for member in metrics["members"]:
         print("member", member)

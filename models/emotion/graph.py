@@ -3,6 +3,7 @@ and ONNX backends run."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from models.checkpoint import Preprocess
@@ -43,3 +44,14 @@ def build(payload: dict) -> tuple[ClassifierGraph, torch.Tensor]:
     size = preprocess.input_size
     shape = (2, size, size) if preprocess.channels == 1 else (2, size, size, 3)
     return ClassifierGraph(network, preprocess, payload.get("temperature", 1.0)), torch.zeros(shape, dtype=torch.uint8)
+
+
+def checkpoint_logits(payload: dict, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(views, n, classes) logits of an emotion checkpoint on uint8 images at its input size: what a
+    temperature is fitted on, and what a teacher's probabilities are made of."""
+    graph, _ = build(payload)
+    graph.eval()
+    with torch.inference_mode():
+        parts = [graph.logits(torch.from_numpy(images[start:start + batch_size]))
+                 for start in range(0, len(images), batch_size)]
+    return torch.cat(parts, dim=1).numpy()

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import psutil
 
 from models.errors import EmorayError
 from pipeline.bench.report import format_number, text_table
 from jobs.spec import LiveSourceOptions, ModelOptions
 from pipeline.bench.camera import RtspServer, rtsp_server_missing
+from pipeline.bench.monitor import RssSampler
 from pipeline.faces import FaceStep
 from pipeline.inference import LocalModels
 from pipeline.live import LiveSession, LiveSource
@@ -94,32 +93,6 @@ def _follow(url: str, models: LocalModels, options: ModelOptions, seconds: float
     if stats.error or not stats.processed:
         raise LiveBenchError(f"live run on {url} failed: {stats.error or 'no frames processed'}")
     return stats.to_dict(), timeline.points, [(at - (timeline.started - rss.started), mb) for at, mb in rss.samples]
-
-
-class RssSampler:
-    """This process's RSS every half second while in the block: ``samples`` (seconds since start, MB), ``peak_mb``."""
-
-    def __init__(self, interval: float = 0.5) -> None:
-        self.interval, self.samples = interval, []
-        self._stop, self._process = threading.Event(), psutil.Process()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> "RssSampler":
-        self.started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.samples.append((time.monotonic() - self.started, self._process.memory_info().rss / 2**20))
-
-    @property
-    def peak_mb(self) -> float:
-        return max((mb for _, mb in self.samples), default=self._process.memory_info().rss / 2**20)
 
 
 def run_live_bench(*, resolutions: Sequence[tuple[int, int]] = LIVE_RESOLUTIONS, seconds: float = 20.0,

@@ -1,4 +1,5 @@
-"""The bench's view of its processes: peak memory (RSS and PSS, summed) and the CPU time they used."""
+"""The bench's view of its processes: peak memory (RSS and PSS, summed) and the CPU time they used; and one
+process's RSS over time, for the live runs' growth check."""
 
 from __future__ import annotations
 
@@ -94,3 +95,29 @@ class Monitor:
     def _sample_until_stopped(self) -> None:
         while not self._stop.wait(INTERVAL_S):
             self.sample()
+
+
+class RssSampler:
+    """This process's RSS every half second while in the block: ``samples`` (seconds since start, MB), ``peak_mb``."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval, self.samples = interval, []
+        self._stop, self._process = threading.Event(), psutil.Process()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append((time.monotonic() - self.started, self._process.memory_info().rss / 2**20))
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.samples), default=self._process.memory_info().rss / 2**20)

@@ -19,7 +19,8 @@ import numpy as np
 
 from jobs.spec import LiveSourceOptions, ModelOptions
 from pipeline.bench.camera import RtspServer, rtsp_server_missing
-from pipeline.bench.live import LiveBenchError, RssSampler
+from pipeline.bench.live import LiveBenchError
+from pipeline.bench.monitor import RssSampler
 from pipeline.bench.report import format_number, text_table
 from pipeline.inference import LocalModels
 from pipeline.live import LiveSession, LiveSource
@@ -54,26 +55,32 @@ def _follow(urls: list[str], models: LocalModels, options: ModelOptions, seconds
     sources = [LiveSource(LiveReader(url, READER_OPTIONS), [sink], models, options, name=f"camera-{number}")
                for number, (url, sink) in enumerate(zip(urls, arrivals))]
     session = LiveSession(sources, models, options)
-    stopper = None
+    stopper, outage_errors = None, []
     if outage is not None:
         camera, at, lasting = outage
-        stopper = threading.Timer(at, _outage, args=(camera, lasting))
+        stopper = threading.Timer(at, _outage, args=(camera, lasting, outage_errors))
         stopper.start()
     with RssSampler() as rss:
         session.start()
         stats = session.run(duration=seconds)
     if stopper is not None:
         stopper.join()
+    if outage_errors:
+        raise LiveBenchError(f"the outage of {urls[0]} could not be staged: {outage_errors[0]}")
     failed = [s for s in stats if s.error or not s.processed]
     if failed:
         raise LiveBenchError(f"live run failed: {failed[0].source}: {failed[0].error or 'no frames processed'}")
     return [s.to_dict() for s in stats], [sink.times for sink in arrivals], rss.peak_mb
 
 
-def _outage(camera: RtspServer, lasting: float) -> None:
-    camera.stop()
-    time.sleep(lasting)
-    camera.start()
+def _outage(camera: RtspServer, lasting: float, errors: list[str]) -> None:
+    """Stop ``camera`` for ``lasting`` seconds; a failure is kept in ``errors`` for the bench to report."""
+    try:
+        camera.stop()
+        time.sleep(lasting)
+        camera.start()
+    except Exception as error:  # noqa: BLE001 - any failure of the camera server ends the bench with its reason
+        errors.append(f"{type(error).__name__}: {error}")
 
 
 def _rate(times: list[float], start: float, end: float) -> float:

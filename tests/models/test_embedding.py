@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
