@@ -101,18 +101,13 @@ class BatchJob:
             raise InputError(_no_inputs_message(self.spec))
         nodes = [node for node in ray.nodes() if node["Alive"]]
         self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in nodes])
+        candidates = self._candidates(found.inputs)
+        # probe the first videos before the actors start: the probes take workers that are ready (an actor
+        # takes one too), and run while the models load
+        early = {self._inspect(video): video for video in candidates[:plan.max_segments_in_flight + 1]}
         actors = start_actors(self.options, plan)
-        if self.output.is_local:  # this node's disk: every unit host here
-            hosts = start_unit_hosts(self.spec.output, [ray.get_runtime_context().get_node_id()] * plan.unit_hosts,
-                                     pinned=True)
-        else:  # a store: videos are finished anywhere, a unit host on every node (more on the first ones)
-            ids = [node["NodeID"] for node in nodes]
-            hosts = start_unit_hosts(self.spec.output, [ids[i % len(ids)] for i in range(max(plan.unit_hosts, len(ids)))],
-                                     pinned=False)
+        hosts = self._start_hosts(plan, [node["NodeID"] for node in nodes])
         try:  # the actors hold their CPUs or GPU until killed, whatever happens here
-            candidates = self._candidates(found.inputs)
-            # probe the first videos while the models load (a short job waits less for its first worker)
-            early = {self._inspect(video): video for video in candidates[:plan.max_segments_in_flight + 1]}
             models = ActorModels(actors[0], self._get(actors[0].info.remote()))
             self.model_ids = models.model_ids()
             self.fingerprint = self.options.fingerprint(self.model_ids)
@@ -142,6 +137,14 @@ class BatchJob:
             (self.output.root / STAGING).rmdir()  # empty unless a video failed to clean up
         self._write_job_json(time.monotonic() - started, time.process_time() - started_cpu)
         return self.outcomes
+
+    def _start_hosts(self, plan: ClusterPlan, node_ids: list[str]) -> list[ray.actor.ActorHandle]:
+        if self.output.is_local:  # this node's disk: every unit host here
+            return start_unit_hosts(self.spec.output, [ray.get_runtime_context().get_node_id()] * plan.unit_hosts,
+                                    pinned=True)
+        # a store: videos are finished anywhere, a unit host on every node (more on the first ones)
+        return start_unit_hosts(self.spec.output, [node_ids[i % len(node_ids)]
+                                                   for i in range(max(plan.unit_hosts, len(node_ids)))], pinned=False)
 
     def _get(self, ref: ray.ObjectRef):
         """``ray.get`` that gives way to the stop request."""

@@ -187,6 +187,8 @@ class UnitHost:
     def __init__(self, output: str) -> None:
         self.output = JobOutput(output)
         self.units: dict[str, VideoUnit] = {}
+        _convert_once()
+
 
     def start(self, task: VideoTask, context: JobContext) -> None:
         self.abort(task.video_id)  # a redo starts afresh
@@ -225,6 +227,15 @@ class UnitHost:
         for video_id in list(self.units):
             self.abort(video_id)
         self.output.close()
+
+
+def _convert_once() -> None:
+    """pyarrow imports pandas at its first conversion of a numpy array (~0.3 s here): a host pays it as it
+    starts, while the first segment decodes, rather than on its first video's last step."""
+    import numpy as np
+    import pyarrow as pa
+
+    pa.array(np.zeros(0, np.float32))
 
 
 def start_unit_hosts(output: str, node_ids: list[str], *, pinned: bool) -> list[ray.actor.ActorHandle]:
