@@ -36,6 +36,7 @@ class Monitor:
         self.baseline = self.peak = self.baseline_pss = self.peak_pss = 0.0
         self._pss: dict[int, float] = {}  # pid -> PSS when last read
         self._samples = 0
+        self.own_cpu_s = 0.0  # the sampling thread's CPU time: spent in the process it watches, not by it
 
     def __enter__(self) -> "Monitor":
         self.reset()
@@ -95,6 +96,7 @@ class Monitor:
     def _sample_until_stopped(self) -> None:
         while not self._stop.wait(INTERVAL_S):
             self.sample()
+            self.own_cpu_s = time.thread_time()
 
 
 class RssSampler:
