@@ -10,7 +10,7 @@ from models import EmotionClassifier, checkpoint, registry
 from models.calibration import probabilities
 from models.datasets import read_class_folders
 from models.ensemble import ensemble_checkpoint
-from models.train import _val_logits
+from models.emotion.graph import checkpoint_logits
 from tests.conftest import shared
 
 PAIR = ("emoray-vgg48-fer2013", "emoray-small-fer2013")  # two shipped nets of one input (48x48 gray, mirrored)
@@ -29,7 +29,7 @@ def test_an_ensemble_is_the_average_of_its_members_softmax_at_one_temperature(fa
     torch.save(payload, path)
     ensemble = EmotionClassifier(path, device="cpu", backend=backend)
     # each member's own (views, n, classes) logits, its own temperature left out: the ensemble fits one
-    views = np.concatenate([_val_logits(member, faces) for member in members])
+    views = np.concatenate([checkpoint_logits(member, faces) for member in members])
     assert views.shape == (4, len(faces), 7)
     np.testing.assert_allclose(ensemble(faces), probabilities(views, 1.3), atol=2e-5)  # float32 softmax sums
     assert ensemble.labels == members[0]["labels"] and ensemble.model_id.startswith("pair@")
