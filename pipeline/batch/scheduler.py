@@ -101,13 +101,12 @@ class BatchJob:
             raise InputError(_no_inputs_message(self.spec))
         nodes = [node for node in ray.nodes() if node["Alive"]]
         self.plan = plan = ClusterPlan.for_cluster(ray.cluster_resources(), [n["Resources"].get("CPU", 0) for n in nodes])
-        candidates = self._candidates(found.inputs)
-        # probe the first videos before the actors start: the probes take workers that are ready (an actor
-        # takes one too), and run while the models load
-        early = {self._inspect(video): video for video in candidates[:plan.max_segments_in_flight + 1]}
         actors = start_actors(self.options, plan)
         hosts = self._start_hosts(plan, [node["NodeID"] for node in nodes])
         try:  # the actors hold their CPUs or GPU until killed, whatever happens here
+            candidates = self._candidates(found.inputs)
+            # probe the first videos while the models load (a short job waits less for its first worker)
+            early = {self._inspect(video): video for video in candidates[:plan.max_segments_in_flight + 1]}
             models = ActorModels(actors[0], self._get(actors[0].info.remote()))
             self.model_ids = models.model_ids()
             self.fingerprint = self.options.fingerprint(self.model_ids)
