@@ -96,9 +96,17 @@ def load(path: Path, role: str) -> dict:
 
 
 def save(payload: dict, path: Path) -> None:
-    """Write a checkpoint atomically: a reader sees the old file or the new one, never half of one."""
+    """Write a checkpoint (or any torch payload) atomically: a reader sees the old file or the new one, never
+    half of one; a failed write leaves no temporary file."""
+    import tempfile
+
     import torch
 
-    temporary = path.with_suffix(".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

