@@ -34,7 +34,9 @@ class Preprocess:
     frame's bottom-rows mean where it leaves the frame, resized to ``input_size``; pixels are
     scaled to [0, 1], then ``(x - mean) / std``. With ``mirror_average`` the classifier averages
     each face's probabilities with those of its mirror image (faces are nearly left-right symmetric,
-    so this cancels some of the network's noise at the cost of a second, batched, pass).
+    so this cancels some of the network's noise at the cost of a second, batched, pass). ``test_scales``
+    does the same across zooms of the input about its center (1.05: 5% closer; each scale is one more
+    pass, and its mirror another): a crop's framing varies with the detector, and the net's answer with it.
     """
 
     input_size: int
@@ -44,6 +46,13 @@ class Preprocess:
     margin_px: float = 0.0
     margin_frac: float = 0.0
     mirror_average: bool = False
+    test_scales: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        scales = tuple(float(scale) for scale in self.test_scales)  # a saved list, or a user's, as a tuple
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"test_scales must be positive zoom factors, got {self.test_scales!r}")
+        object.__setattr__(self, "test_scales", scales)
 
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocess":

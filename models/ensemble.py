@@ -10,6 +10,7 @@ ensemble is used wherever a model name or path is taken, as one batched call.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,9 @@ from models.calibration import fit_temperature
 from models.datasets import FaceDataset, resize_images
 
 
-def ensemble_checkpoint(members: list[dict], name: str) -> dict:
-    """One checkpoint holding ``members`` (emotion checkpoints of one input and labels), temperature 1."""
+def ensemble_checkpoint(members: list[dict], name: str, test_scales: tuple[float, ...] = (1.0,)) -> dict:
+    """One checkpoint holding ``members`` (emotion checkpoints of one input and labels), temperature 1, each
+    face seen at ``test_scales`` (``checkpoint.Preprocess``)."""
     first = members[0]
     for member in members[1:]:
         if member["preprocess"] != first["preprocess"] or member["labels"] != first["labels"]:
@@ -31,12 +33,14 @@ def ensemble_checkpoint(members: list[dict], name: str) -> dict:
     payload = checkpoint.emotion_checkpoint(
         state, arch="ensemble",
         arch_kwargs={"members": [{"arch": m["arch"], "arch_kwargs": m["arch_kwargs"]} for m in members]},
-        preprocess=checkpoint.Preprocess.from_dict(first["preprocess"]), labels=first["labels"])
+        preprocess=replace(checkpoint.Preprocess.from_dict(first["preprocess"]), test_scales=test_scales),
+        labels=first["labels"])
     payload["name"] = name
     return payload
 
 
-def make_ensemble(member_paths: list[Path], val_set: FaceDataset, output: Path, *, name: str | None = None) -> dict:
+def make_ensemble(member_paths: list[Path], val_set: FaceDataset, output: Path, *, name: str | None = None,
+                  test_scales: tuple[float, ...] = (1.0,)) -> dict:
     """Write the ensemble of ``member_paths`` to ``output`` with its temperature fitted on ``val_set`` and
     its val metrics recorded as a trained model's are; returns those metrics."""
     from models.classifier import EmotionClassifier
@@ -44,7 +48,7 @@ def make_ensemble(member_paths: list[Path], val_set: FaceDataset, output: Path, 
     from models.emotion.graph import checkpoint_logits
 
     members = [checkpoint.load(path, "emotion") for path in member_paths]
-    payload = ensemble_checkpoint(members, name or output.stem)
+    payload = ensemble_checkpoint(members, name or output.stem, test_scales)
     images = resize_images(val_set.images, payload["preprocess"]["input_size"])
     mapping = np.array([payload["labels"].index(label) for label in val_set.labels])
     payload["temperature"] = fit_temperature(checkpoint_logits(payload, images), mapping[val_set.targets])

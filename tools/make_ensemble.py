@@ -1,7 +1,7 @@
 """Make an ensemble emotion model of trained nets and record what it does, as the shipped models record it.
 
     python tools/make_ensemble.py MEMBER [MEMBER ...] -o models/weights/emoray-ensemble-fer2013.pt \
-        [--data ../shared/data/fer2013]
+        [--data ../shared/data/fer2013] [--test-scales 0.95,1,1.05]
 
 MEMBER: a registry name or a checkpoint path (``emoray train`` output), all of one input. The temperature is
 fitted on ``--data``'s val split only, and recorded with val accuracy and ECE, FER+ majority-vote accuracy,
@@ -44,10 +44,12 @@ def main() -> int:
     parser.add_argument("members", nargs="+")
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/fer2013")
+    parser.add_argument("--test-scales", default="1", help="zooms each face is also seen at, comma-separated")
     args = parser.parse_args()
     val = read_class_folders(args.data / "val")
     paths = [registry.locate(member, "emotion") if not Path(member).exists() else Path(member) for member in args.members]
-    metrics = make_ensemble(paths, val, args.output)
+    scales = tuple(float(scale) for scale in args.test_scales.split(","))
+    metrics = make_ensemble(paths, val, args.output, test_scales=scales)
     ensemble = EmotionClassifier(args.output, device="cpu", backend="torch")
     kept, ferplus = ferplus_majority_targets(val, args.data / "ferplus" / "fer2013new.csv")
     metrics["val_ferplus_accuracy"] = evaluate(ensemble, val.subset(np.flatnonzero(kept)), targets=ferplus)["accuracy"]

@@ -20,20 +20,40 @@ class ClassifierGraph(torch.nn.Module):
         super().__init__()
         self.network, self.preprocess = network, preprocess
         self.register_buffer("temperature", torch.tensor(float(temperature)))  # follows the network's dtype and device
+        zooms = [zoom_matrix(preprocess.input_size, scale) for scale in preprocess.test_scales if scale != 1.0]
+        self.register_buffer("zooms", torch.from_numpy(np.stack(zooms)) if zooms else torch.zeros(0))
+        self.keep_unzoomed = 1.0 in preprocess.test_scales
 
     def logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """(views, n, classes) float32 logits: the crops, and their mirror images when ``mirror_average``;
-        an ensemble's members each add theirs (members x views)."""
+        """(views, n, classes) float32 logits: the crops at each of ``test_scales``, and their mirror images
+        when ``mirror_average``; an ensemble's members each add theirs (members x views)."""
         planes = crops[:, None] if self.preprocess.channels == 1 else crops.permute(0, 3, 1, 2)
         batch = (planes.to(self.temperature.dtype) / 255.0 - self.preprocess.mean) / self.preprocess.std
-        views = 2 if self.preprocess.mirror_average else 1
-        if views == 2:
+        views = [batch] if self.keep_unzoomed else []
+        views += [zoom @ batch @ zoom.T for zoom in self.zooms]  # separable bilinear resampling, as two products
+        batch = torch.cat(views) if len(views) > 1 else views[0]
+        if self.preprocess.mirror_average:
             batch = torch.cat([batch, batch.flip(-1)])
         logits = self.network(batch).float()
         return logits.reshape(-1, crops.shape[0], logits.shape[-1])
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return (self.logits(crops) / self.temperature.float()).softmax(dim=-1).mean(dim=0)
+
+
+def zoom_matrix(size: int, scale: float) -> np.ndarray:
+    """(size, size) float32 ``M`` with ``M @ image @ M.T`` the square image zoomed by ``scale`` about its
+    center, bilinear, edges repeated: what ``grid_sample`` gives for that affine grid, as a product that any
+    backend runs fast."""
+    centers = (np.arange(size) + 0.5) / size * 2 - 1  # output pixel centers in [-1, 1]
+    source = np.clip(((centers / scale) + 1) * size / 2 - 0.5, 0, size - 1)
+    low = np.floor(source).astype(int)
+    high = np.minimum(low + 1, size - 1)
+    weight = (source - low).astype(np.float32)
+    matrix = np.zeros((size, size), np.float32)
+    np.add.at(matrix, (np.arange(size), low), 1 - weight)
+    np.add.at(matrix, (np.arange(size), high), weight)
+    return matrix
 
 
 def build(payload: dict) -> tuple[ClassifierGraph, torch.Tensor]:
