@@ -24,8 +24,9 @@ def ensemble_checkpoint(members: list[dict], name: str, test_scales: tuple[float
     """One checkpoint holding ``members`` (emotion checkpoints of one input and labels), temperature 1, each
     face seen at ``test_scales`` (``checkpoint.Preprocess``)."""
     first = members[0]
+    preprocess = checkpoint.Preprocess.from_dict(first["preprocess"])  # a checkpoint older than a field has its default
     for member in members[1:]:
-        if member["preprocess"] != first["preprocess"] or member["labels"] != first["labels"]:
+        if checkpoint.Preprocess.from_dict(member["preprocess"]) != preprocess or member["labels"] != first["labels"]:
             raise ValueError(f"{member.get('name', 'a member')}: its input or labels differ from "
                              f"{first.get('name', 'the first member')}'s: an ensemble averages nets of one input")
     state = {f"members.{index}.{key}": value for index, member in enumerate(members)
@@ -33,7 +34,7 @@ def ensemble_checkpoint(members: list[dict], name: str, test_scales: tuple[float
     payload = checkpoint.emotion_checkpoint(
         state, arch="ensemble",
         arch_kwargs={"members": [{"arch": m["arch"], "arch_kwargs": m["arch_kwargs"]} for m in members]},
-        preprocess=replace(checkpoint.Preprocess.from_dict(first["preprocess"]), test_scales=test_scales),
+        preprocess=replace(preprocess, test_scales=test_scales),
         labels=first["labels"])
     payload["name"] = name
     return payload
