@@ -57,6 +57,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
     with output_lock(output), stop_on_signals() as signals:
+        started_ray = not ray.is_initialized()  # a Ray already running here (a notebook's, a test's) is left running
         connect_for(options, address, dashboard=dashboard)
         signals.install()  # ray.init put its own SIGTERM handler in place of ours
         signals.request.call_when_set(silence_worker_output)  # a stopped run ends with one line
@@ -66,7 +67,8 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
         with JobProgress(Console(stderr=True)) as progress:
             job.on_progress = progress.update
             outcomes = job.run()
-        ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
+        if started_ray:
+            ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
     failed = failed_outcomes(outcomes)
     if signals.request.is_set():
         click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)

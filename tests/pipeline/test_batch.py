@@ -167,10 +167,14 @@ def test_a_rerun_skips_complete_videos_and_retries_failed_ones(job, inputs):
 
 
 def test_a_rerun_with_the_other_backend_redoes_the_video_instead_of_mixing_rows(local_ray, tmp_path):
+    import ray
+
     clip = str(shared("videos/two_faces.mp4"))
+    node = ray.get_runtime_context().get_node_id()  # the module's Ray, which these runs did not start
     runs = [_run(clip, "-o", str(tmp_path), "--no-annotate", "--backend", name) for name in ("torch", "onnx", "onnx")]
     statuses = [summary["videos"][0]["status"] for _, summary in runs]
     assert statuses == ["complete", "complete", "skipped"]
+    assert ray.is_initialized() and ray.get_runtime_context().get_node_id() == node  # left running, and used
     manifest = json.loads(next((tmp_path / "manifest").glob("*.json")).read_text())
     assert manifest["models"]["detector"].endswith("+onnx") and manifest["models"]["emotion_model"].endswith("+onnx")
 
