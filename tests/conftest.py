@@ -25,6 +25,8 @@ if os.environ.get("OMP_NUM_THREADS"):
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "trains: runs a training on Ray Train (a minute or more); its bars were "
                                        "measured over seeds at one and two threads, so `make test` runs it once")
+    config.addinivalue_line("markers", "once: a record check that costs a minute or more at one thread and was held at "
+                                       "one and two threads when the record was made, so `make test` runs it once")
 
 
 def shared(relative: str) -> Path:

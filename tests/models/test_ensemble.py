@@ -75,6 +75,7 @@ def test_an_ensemble_refuses_members_of_another_input():
         ensemble_checkpoint(members, "mixed")
 
 
+@pytest.mark.once  # 12 views by 2 nets of 3,579 faces: 50 s at two threads, 92 s at one (held at both, 2026-12-05)
 def test_the_shipped_ensemble_holds_its_record_and_beats_the_default_on_val():
     val = read_class_folders(shared("fer2013/val"))
     ensemble = EmotionClassifier("emoray-ensemble-fer2013", device="cpu")
