@@ -90,6 +90,13 @@ def silence_worker_output() -> None:
     ray._private.worker._worker_logs_enabled = False
 
 
+def show_worker_output() -> None:
+    """Undo ``silence_worker_output``: for a Ray that goes on after the job that silenced it."""
+    import ray._private.worker
+
+    ray._private.worker._worker_logs_enabled = True
+
+
 @contextlib.contextmanager
 def _without_idle_services(enabled: bool) -> Iterator[None]:
     """While ``ray.init`` starts a head node: no autoscaler monitor, no dashboard API server.

@@ -47,7 +47,7 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     import ray
     from rich.console import Console
 
-    from jobs.cluster import silence_worker_output
+    from jobs.cluster import show_worker_output, silence_worker_output
     from jobs.lock import output_lock
     from pipeline.batch import BatchJob, check_output_writable, connect_for
     from pipeline.progress import JobProgress, failed_outcomes, stop_line, summary_json, summary_table
@@ -57,18 +57,22 @@ def run(paths, output, glob_pattern, fps, model_options, no_annotate, force, as_
     spec = JobSpec(inputs=tuple(paths), output=output, options=options, glob=glob_pattern, force=force)
     check_output_writable(output)
     with output_lock(output), stop_on_signals() as signals:
-        started_ray = not ray.is_initialized()  # a Ray already running here (a notebook's, a test's) is left running
+        started_ray = not ray.is_initialized()  # main() called in a process whose Ray runs on after it (a test's)
         connect_for(options, address, dashboard=dashboard)
-        signals.install()  # ray.init put its own SIGTERM handler in place of ours
+        signals.install()  # ray.init may have put its own SIGTERM handler in place of ours
         signals.request.call_when_set(silence_worker_output)  # a stopped run ends with one line
-        job = BatchJob(spec, stop=signals.request)
-        if placement := job.placement():
-            click.echo(f"emoray: {placement}", err=True)
-        with JobProgress(Console(stderr=True)) as progress:
-            job.on_progress = progress.update
-            outcomes = job.run()
-        if started_ray:
-            ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
+        try:
+            job = BatchJob(spec, stop=signals.request)
+            if placement := job.placement():
+                click.echo(f"emoray: {placement}", err=True)
+            with JobProgress(Console(stderr=True)) as progress:
+                job.on_progress = progress.update
+                outcomes = job.run()
+        finally:
+            if started_ray:
+                ray.shutdown()  # now, not at exit, where Ray first waits half a second for late worker messages
+            else:
+                show_worker_output()  # the Ray this run did not start goes on as it was
     failed = failed_outcomes(outcomes)
     if signals.request.is_set():
         click.echo(stop_line(outcomes, signals.request.signal_name, output), err=True)

@@ -86,3 +86,17 @@ def test_ray_address_names_the_cluster_a_run_joins_with_no_start_up_options(runn
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["videos"][0]["status"] == "complete"
     assert len(_drivers(running_ray.session)) == 1  # this run, on the user's cluster
+
+
+def test_a_run_called_in_process_ends_the_ray_it_started_and_only_that(tmp_path):
+    """``main`` called from Python (as CliRunner does): the embedded Ray ends with the run, not at the
+    process's exit. A Ray that ran before the run is left running: tests/pipeline/test_batch.py holds that."""
+    import ray
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    assert not ray.is_initialized(), "an earlier test left its Ray running"
+    result = CliRunner().invoke(main, ["run", str(shared(PHOTO)), "-o", str(tmp_path / "out"), "--no-annotate"])
+    assert result.exit_code == 0, result.output
+    assert not ray.is_initialized()

@@ -268,7 +268,7 @@ def test_once_a_stop_is_requested_nothing_ray_forwards_from_its_workers_is_shown
     being stopped ("(raylet) Task ModelsActor.classify failed ... infinite retries"), as a run wires it."""
     import ray
 
-    from jobs.cluster import silence_worker_output
+    from jobs.cluster import show_worker_output, silence_worker_output
     from pipeline.stopping import StopRequest
 
     @ray.remote
@@ -294,4 +294,4 @@ def test_once_a_stop_is_requested_nothing_ray_forwards_from_its_workers_is_shown
         ray.get(chatty.remote("after"))
         assert not shown("after")
     finally:
-        ray._private.worker._worker_logs_enabled = True  # this test process's Ray goes on for other tests
+        show_worker_output()  # this test process's Ray goes on for other tests
