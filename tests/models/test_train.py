@@ -140,7 +140,7 @@ def test_soft_targets_blend_into_the_smoothed_label():
 @pytest.mark.trains
 def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
     output = tmp_path / "resumed.pt"
-    command = [sys.executable, "-m", "pipeline.cli", "train", "--data", str(own_faces), "--epochs", "4",
+    command = [sys.executable, "-m", "pipeline.cli", "train", "--data", str(own_faces), "--epochs", "3",
                "--batch-size", "64", "-o", str(output)]
     state = output.with_name(output.name + ".state.pt")
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
@@ -149,24 +149,24 @@ def test_resume_continues_from_the_saved_epoch(local_ray, own_faces, tmp_path):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None:
-            if state.exists() and torch.load(state, weights_only=True)["state"]["epoch"] >= 2:
+            if state.exists() and torch.load(state, weights_only=True)["state"]["epoch"] >= 1:
                 break
             time.sleep(0.5)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     interrupted = torch.load(state, weights_only=True)["state"]
-    assert 2 <= interrupted["epoch"] < 4 and not output.exists()
-    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "4", "--batch-size", "64",
+    assert 1 <= interrupted["epoch"] < 3 and not output.exists()
+    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "3", "--batch-size", "64",
                                        "-o", str(output), "--resume"])
     assert result.exit_code == 0, result.output
     history = torch.load(output, weights_only=True)["metrics"]["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 5))
+    assert [h["epoch"] for h in history] == list(range(1, 4))
     assert history[:interrupted["epoch"]] == interrupted["history"]
     # the epochs after the resume are those of a run never interrupted: the random streams (shuffle,
     # augmentation, dropout) go on where they were instead of replaying the first epochs' draws
     straight = tmp_path / "straight.pt"
-    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "4", "--batch-size", "64",
+    result = CliRunner().invoke(main, ["train", "--data", str(own_faces), "--epochs", "3", "--batch-size", "64",
                                        "-o", str(straight)])
     assert result.exit_code == 0, result.output
     uninterrupted = torch.load(straight, weights_only=True)["metrics"]["history"]
