@@ -33,8 +33,9 @@ install: $(VENV)/.installed
 # tests/models runs a second time with one math thread: another CPU reorders float reductions, and so can another
 # thread count, so a result that holds only to its last digits fails here, not on the next machine.
 # tests/conftest.py passes OMP_NUM_THREADS on to onnxruntime (EMORAY_NUM_THREADS). The trainings are left out
-# (-m "not trains", most of tests/models' time): their bars were measured over seeds at one and two threads. The
-# ensemble's record check is left out too (-m "not once": 92 s at one thread); it held at both when the record was made.
+# (-m "not trains", most of tests/models' time): their bars were measured over seeds at one and two threads.
+# The ensemble's record check is left out too (-m "not once": 92 s at one thread); it held at both threads
+# when the record was made.
 ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: install

@@ -1,10 +1,11 @@
 """An emotion model that averages several trained nets: one checkpoint whose architecture is ``ensemble``.
 
-Averaging nets of one size was the one lever that moved FER-2013 accuracy on this CPU (two seeds: 0.7114
-on val against 0.6996 for one; the shipped pair is the default and a net distilled from two seeds). The members keep their own weights side by side in
-one checkpoint; the classifier's graph averages each member's softmax over its views (mirror, and the zooms
-of ``test_scales``), with one temperature fitted on val for the whole (the members' own temperatures are
-dropped: they were fitted alone). So an ensemble is used wherever a model name or path is taken, as one batched call.
+Averaging nets of one size was the one lever that moved FER-2013 accuracy on this CPU (two seeds: 0.7114 on
+val against 0.6996 for one; the shipped pair is the default and a net distilled from two seeds). The members
+keep their own weights side by side in one checkpoint; the classifier's graph averages each member's softmax
+over its views (mirror, and the zooms of ``test_scales``), with one temperature fitted on val for the whole
+(the members' own temperatures are dropped: they were fitted alone). So an ensemble is used wherever a model
+name or path is taken, as one batched call.
 """
 
 from __future__ import annotations
